@@ -1,0 +1,1 @@
+//! destination (being written)

@@ -1,0 +1,1 @@
+//! mailchimp (being written)

@@ -1,0 +1,1 @@
+//! runs (being written)

@@ -1,0 +1,1 @@
+//! tick (being written)
