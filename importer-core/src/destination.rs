@@ -1,1 +1,331 @@
-//! destination (being written)
+//! The destination records API client: posts mapped records in batches no larger than the
+//! destination accepts and checks that every batch was stored whole.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+
+use crate::mailchimp::parse_retry_after;
+use crate::mapping::Record;
+use crate::secrets::Secret;
+
+/// Longest server message kept in an error.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// Settings of the destination client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationConfig {
+    /// Whole-request timeout per batch.
+    pub timeout: Duration,
+    /// Timeout to open a connection.
+    pub connect_timeout: Duration,
+    /// Records per request; the destination answers 413 above its limit (1000 by contract).
+    pub max_batch: usize,
+}
+
+impl Default for DestinationConfig {
+    fn default() -> Self {
+        DestinationConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_batch: 1000,
+        }
+    }
+}
+
+/// A failed post. Never contains the destination key.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    /// `max_batch` is 0 or the HTTP client could not be built.
+    #[error("invalid destination client configuration: {0}")]
+    Config(String),
+    /// The key cannot be sent as a header value (control characters); nothing was sent.
+    #[error("the destination key contains characters not allowed in an HTTP header")]
+    InvalidKey,
+    /// The base URL does not parse.
+    #[error("invalid destination URL: {0}")]
+    InvalidUrl(String),
+    /// No complete answer within the timeout.
+    #[error("destination request timed out")]
+    Timeout(#[source] reqwest::Error),
+    /// The connection could not be opened.
+    #[error("could not connect to the destination")]
+    Connect(#[source] reqwest::Error),
+    /// The connection broke mid-request or mid-response.
+    #[error("connection to the destination failed")]
+    Transport(#[source] reqwest::Error),
+    /// 401: missing or wrong key.
+    #[error("destination refused the key (401): {message}")]
+    Unauthorized { message: String },
+    /// 400: a record the destination will never take; the message names its index.
+    #[error("destination rejected the batch (400): {message}")]
+    BadRequest { message: String },
+    /// 413: the batch is larger than the destination's limit, so `max_batch` is misconfigured.
+    #[error("destination batch too large (413), lower max_batch: {message}")]
+    PayloadTooLarge { message: String },
+    /// Any other non-2xx answer; retryable when 5xx, 408 or 429.
+    #[error("destination answered {status}: {message}")]
+    Status {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Fewer records accepted than sent: part of the batch was not stored (re-sending is safe).
+    #[error("destination accepted {accepted} of {sent} records")]
+    ShortCount { sent: usize, accepted: u64 },
+    /// A 2xx answer that is not `{"status": "OK", "response": <count>}`.
+    #[error("destination response is malformed: {reason}")]
+    Malformed { reason: String },
+}
+
+impl DestinationError {
+    /// Whether re-sending may succeed: timeouts, connection failures, 5xx, 408, 429, short
+    /// counts and unreadable answers (the destination is idempotent). Permanent: configuration,
+    /// 401, 400, 413 and other 4xx.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DestinationError::Timeout(_)
+            | DestinationError::Connect(_)
+            | DestinationError::Transport(_)
+            | DestinationError::ShortCount { .. }
+            | DestinationError::Malformed { .. } => true,
+            DestinationError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            DestinationError::Config(_)
+            | DestinationError::InvalidKey
+            | DestinationError::InvalidUrl(_)
+            | DestinationError::Unauthorized { .. }
+            | DestinationError::BadRequest { .. }
+            | DestinationError::PayloadTooLarge { .. } => false,
+        }
+    }
+
+    /// The server's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DestinationError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DestinationError::Config(_) => "config",
+            DestinationError::InvalidKey => "invalid_key",
+            DestinationError::InvalidUrl(_) => "invalid_url",
+            DestinationError::Timeout(_) => "timeout",
+            DestinationError::Connect(_) => "connect",
+            DestinationError::Transport(_) => "transport",
+            DestinationError::Unauthorized { .. } => "unauthorized",
+            DestinationError::BadRequest { .. } => "bad_request",
+            DestinationError::PayloadTooLarge { .. } => "payload_too_large",
+            DestinationError::Status { status, .. } if *status >= 500 => "server_error",
+            DestinationError::Status { .. } => "client_error",
+            DestinationError::ShortCount { .. } => "short_count",
+            DestinationError::Malformed { .. } => "malformed",
+        }
+    }
+
+    fn from_reqwest(err: reqwest::Error) -> Self {
+        let err = err.without_url();
+        if err.is_timeout() {
+            DestinationError::Timeout(err)
+        } else if err.is_connect() {
+            DestinationError::Connect(err)
+        } else if err.is_builder() {
+            DestinationError::InvalidUrl(err.to_string())
+        } else {
+            DestinationError::Transport(err)
+        }
+    }
+}
+
+/// The process's destination HTTP client; clones share one connection pool.
+#[derive(Clone)]
+pub struct DestinationClient {
+    http: reqwest::Client,
+    max_batch: usize,
+}
+
+impl fmt::Debug for DestinationClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DestinationClient")
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Accepted {
+    status: String,
+    response: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: Option<String>,
+}
+
+impl DestinationClient {
+    /// Builds the client. Errors with [`DestinationError::Config`] for `max_batch == 0` or when
+    /// TLS cannot start.
+    pub fn new(config: DestinationConfig) -> Result<Self, DestinationError> {
+        if config.max_batch == 0 {
+            return Err(DestinationError::Config(
+                "max_batch must be at least 1".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("mailchimp-importer/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| DestinationError::Config(e.to_string()))?;
+        Ok(DestinationClient {
+            http,
+            max_batch: config.max_batch,
+        })
+    }
+
+    /// The largest batch this client sends.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Posts `records` to `{base_url}/record` in batches of at most `max_batch`, one after the
+    /// other, and returns how many were accepted (all of them). Stops at the first failed batch;
+    /// re-sending everything is safe because the destination upserts by id. Errors: see
+    /// [`DestinationError`]; [`DestinationError::ShortCount`] when a batch was partly stored.
+    pub async fn post_records(
+        &self,
+        base_url: &str,
+        key: &Secret,
+        records: &[Record],
+    ) -> Result<usize, DestinationError> {
+        let mut auth =
+            HeaderValue::from_str(key.expose()).map_err(|_| DestinationError::InvalidKey)?;
+        auth.set_sensitive(true);
+        let url = format!("{}/record", base_url.trim_end_matches('/'));
+        let mut accepted = 0;
+        for batch in records.chunks(self.max_batch) {
+            self.post_batch(&url, &auth, key.expose(), batch).await?;
+            accepted += batch.len();
+        }
+        Ok(accepted)
+    }
+
+    async fn post_batch(
+        &self,
+        url: &str,
+        auth: &HeaderValue,
+        secret: &str,
+        batch: &[Record],
+    ) -> Result<(), DestinationError> {
+        let body = serde_json::to_vec(batch).map_err(|e| DestinationError::Malformed {
+            reason: format!("could not encode the batch: {e}"),
+        })?;
+        let response = self
+            .http
+            .post(url)
+            .header(AUTHORIZATION, auth.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(DestinationError::from_reqwest)?;
+        let status = response.status();
+        let retry_after = parse_retry_after(response.headers());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(DestinationError::from_reqwest)?;
+        if !status.is_success() {
+            let message = server_message(&bytes, secret);
+            tracing::debug!(status = status.as_u16(), %message, "destination error");
+            return Err(match status.as_u16() {
+                400 => DestinationError::BadRequest { message },
+                401 => DestinationError::Unauthorized { message },
+                413 => DestinationError::PayloadTooLarge { message },
+                code => DestinationError::Status {
+                    status: code,
+                    message,
+                    retry_after,
+                },
+            });
+        }
+        let answer: Accepted =
+            serde_json::from_slice(&bytes).map_err(|e| DestinationError::Malformed {
+                reason: e.to_string(),
+            })?;
+        if answer.status != "OK" {
+            return Err(DestinationError::Malformed {
+                reason: format!("status is {:?}, not \"OK\"", answer.status),
+            });
+        }
+        if answer.response != batch.len() as u64 {
+            return Err(DestinationError::ShortCount {
+                sent: batch.len(),
+                accepted: answer.response,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The `message` of an error body, else its text; bounded, with the key scrubbed.
+fn server_message(body: &[u8], secret: &str) -> String {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.message)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    let mut message = if secret.is_empty() {
+        message
+    } else {
+        message.replace(secret, "[redacted]")
+    };
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+        message.push('…');
+    }
+    if message.is_empty() {
+        "(no message)".to_owned()
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_are_bounded_and_never_carry_the_key() {
+        let key = "dest-key-0123456789";
+        let json = format!("{{\"status\":\"error\",\"message\":\"bad key {key}\"}}");
+        assert_eq!(server_message(json.as_bytes(), key), "bad key [redacted]");
+        assert_eq!(server_message(b"", key), "(no message)");
+        assert_eq!(server_message(b" oops \n", key), "oops");
+        let long = "x".repeat(5000);
+        assert_eq!(
+            server_message(long.as_bytes(), key).chars().count(),
+            MAX_MESSAGE_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn a_zero_batch_size_is_refused() {
+        let config = DestinationConfig {
+            max_batch: 0,
+            ..DestinationConfig::default()
+        };
+        assert!(matches!(
+            DestinationClient::new(config),
+            Err(DestinationError::Config(_))
+        ));
+    }
+}

@@ -1,1 +1,224 @@
-//! lists (being written)
+//! Lists: the Mailchimp audiences of an account to sync, their schedule and their cursor
+//! (`synced_until`: every member changed before it has been delivered).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::queue::micros;
+
+/// The schedule of a new list when none is given.
+pub const DEFAULT_SCHEDULE: Duration = Duration::from_secs(3600);
+
+/// A list to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewList {
+    /// The account it belongs to.
+    pub account_id: i64,
+    /// Mailchimp audience id (alphanumeric).
+    pub mailchimp_list_id: String,
+    /// A name for people.
+    pub name: Option<String>,
+    /// How often a scheduled run is created (at least one minute).
+    pub schedule: Duration,
+    /// Whether scheduled runs are created.
+    pub enabled: bool,
+}
+
+/// A row of `importer.lists`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct List {
+    /// The list id.
+    pub id: i64,
+    /// Its account.
+    pub account_id: i64,
+    /// Mailchimp audience id.
+    pub mailchimp_list_id: String,
+    /// A name for people.
+    pub name: Option<String>,
+    /// How often a scheduled run is created (slots aligned to the epoch).
+    pub schedule: Duration,
+    /// Whether scheduled runs are created.
+    pub enabled: bool,
+    /// The cursor; `None` = never synced (the next run is full).
+    pub synced_until: Option<DateTime<Utc>>,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    id: i64,
+    account_id: i64,
+    mailchimp_list_id: String,
+    name: Option<String>,
+    schedule_us: i64,
+    enabled: bool,
+    synced_until: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<ListRow> for List {
+    fn from(row: ListRow) -> Self {
+        List {
+            id: row.id,
+            account_id: row.account_id,
+            mailchimp_list_id: row.mailchimp_list_id,
+            name: row.name,
+            schedule: Duration::from_micros(u64::try_from(row.schedule_us).unwrap_or_default()),
+            enabled: row.enabled,
+            synced_until: row.synced_until,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// Why a list operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The database failed or is unreachable.
+    #[error("lists database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// No list has this id.
+    #[error("list {0} not found")]
+    NotFound(i64),
+    /// No account has this id.
+    #[error("account {0} not found")]
+    AccountNotFound(i64),
+    /// The account already has this Mailchimp list.
+    #[error("account {account_id} already has Mailchimp list {mailchimp_list_id:?}")]
+    Duplicate {
+        /// The account.
+        account_id: i64,
+        /// The Mailchimp audience id.
+        mailchimp_list_id: String,
+    },
+    /// A value breaks a rule of the schema (list id not alphanumeric, schedule under a minute).
+    #[error("invalid list: {0}")]
+    Invalid(String),
+}
+
+const LIST_COLUMNS: &str = "id, account_id, mailchimp_list_id, name, \
+     (extract(epoch FROM schedule) * 1000000)::bigint AS schedule_us, enabled, synced_until, \
+     created_at";
+
+fn classify(error: sqlx::Error, list: Option<&NewList>) -> ListError {
+    if let sqlx::Error::Database(db) = &error {
+        if let Some(list) = list {
+            if db.is_unique_violation() {
+                return ListError::Duplicate {
+                    account_id: list.account_id,
+                    mailchimp_list_id: list.mailchimp_list_id.clone(),
+                };
+            }
+            if db.is_foreign_key_violation() {
+                return ListError::AccountNotFound(list.account_id);
+            }
+        }
+        if db.is_check_violation() {
+            return ListError::Invalid(format!(
+                "{} (constraint {})",
+                db.message(),
+                db.constraint().unwrap_or("?")
+            ));
+        }
+    }
+    ListError::Database(error)
+}
+
+/// Adds a list. Errors: [`ListError::AccountNotFound`], [`ListError::Duplicate`],
+/// [`ListError::Invalid`], database failures.
+pub async fn add(pool: &PgPool, list: &NewList) -> Result<List, ListError> {
+    let sql = format!(
+        "INSERT INTO importer.lists (account_id, mailchimp_list_id, name, schedule, enabled)
+         VALUES ($1, $2, $3, $4 * interval '1 microsecond', $5)
+         RETURNING {LIST_COLUMNS}"
+    );
+    let row: ListRow = sqlx::query_as(&sql)
+        .bind(list.account_id)
+        .bind(&list.mailchimp_list_id)
+        .bind(&list.name)
+        .bind(micros(list.schedule))
+        .bind(list.enabled)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| classify(e, Some(list)))?;
+    Ok(row.into())
+}
+
+/// Lists, of one account or all, by account then id. Errors are database failures.
+pub async fn list(pool: &PgPool, account_id: Option<i64>) -> Result<Vec<List>, ListError> {
+    let sql = format!(
+        "SELECT {LIST_COLUMNS} FROM importer.lists
+          WHERE $1::bigint IS NULL OR account_id = $1
+          ORDER BY account_id, id"
+    );
+    let rows: Vec<ListRow> = sqlx::query_as(&sql)
+        .bind(account_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(List::from).collect())
+}
+
+/// The list with this id, if any. Errors are database failures.
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<List>, ListError> {
+    let sql = format!("SELECT {LIST_COLUMNS} FROM importer.lists WHERE id = $1");
+    let row: Option<ListRow> = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+    Ok(row.map(List::from))
+}
+
+/// Enables or disables scheduled runs of a list. Errors: [`ListError::NotFound`], database
+/// failures.
+pub async fn set_enabled(pool: &PgPool, id: i64, enabled: bool) -> Result<List, ListError> {
+    change(pool, id, "enabled = $2", enabled).await
+}
+
+/// Changes how often a list is synced (at least a minute). Errors: [`ListError::NotFound`],
+/// [`ListError::Invalid`], database failures.
+pub async fn set_schedule(pool: &PgPool, id: i64, schedule: Duration) -> Result<List, ListError> {
+    change(
+        pool,
+        id,
+        "schedule = $2 * interval '1 microsecond'",
+        micros(schedule),
+    )
+    .await
+}
+
+/// Moves a list's cursor to `to` (`None`: the next run is a full sync), e.g. to re-deliver
+/// changes since a date. Unlike a completing run, this may move it backwards. Errors:
+/// [`ListError::NotFound`], database failures.
+pub async fn reset_cursor(
+    pool: &PgPool,
+    id: i64,
+    to: Option<DateTime<Utc>>,
+) -> Result<List, ListError> {
+    change(pool, id, "synced_until = $2", to).await
+}
+
+/// Deletes a list with its runs, jobs and rejected records; returns whether it existed.
+/// Errors are database failures.
+pub async fn remove(pool: &PgPool, id: i64) -> Result<bool, ListError> {
+    let done = sqlx::query("DELETE FROM importer.lists WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Runs `UPDATE lists SET {assignment}` with `$2 = value` on list `id`.
+async fn change<T>(pool: &PgPool, id: i64, assignment: &str, value: T) -> Result<List, ListError>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+{
+    let sql =
+        format!("UPDATE importer.lists SET {assignment} WHERE id = $1 RETURNING {LIST_COLUMNS}");
+    let row: Option<ListRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(value)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| classify(e, None))?;
+    row.map(List::from).ok_or(ListError::NotFound(id))
+}

@@ -1,1 +1,46 @@
-//! tick (being written)
+//! The scheduler tick: creates the due scheduled runs by calling the SQL function
+//! `importer.tick(now)` (see its migration for the rules: epoch-aligned slots, one run per list
+//! and slot, none while the list has an active run or its account is paused).
+//!
+//! Every worker calls [`tick`] every few seconds; concurrent calls are safe because unique
+//! indexes decide which call creates a run, so there is no leader to elect.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::runs::RunMode;
+
+/// A run the tick created (with its `plan_run` job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct TickedRun {
+    /// The new run.
+    pub run_id: i64,
+    /// Its list.
+    pub list_id: i64,
+    /// The list's account.
+    pub account_id: i64,
+    /// Full (the list was never synced) or incremental (since its cursor).
+    pub mode: RunMode,
+}
+
+/// Why a tick failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    /// The database failed or is unreachable; the next tick will catch up.
+    #[error("tick failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Creates the runs due at `now` (normally `Utc::now()`); returns them, in list order.
+/// Idempotent within a slot. Errors are database failures; nothing is created then.
+pub async fn tick<'e, E: PgExecutor<'e>>(
+    executor: E,
+    now: DateTime<Utc>,
+) -> Result<Vec<TickedRun>, TickError> {
+    Ok(sqlx::query_as(
+        "SELECT run_id, list_id, account_id, mode FROM importer.tick($1) ORDER BY list_id",
+    )
+    .bind(now)
+    .fetch_all(executor)
+    .await?)
+}

@@ -1,0 +1,84 @@
+//! Shared plumbing of the benchmark programs: a throw-away database per run, and small
+//! statistics helpers. Each program prints one result block in the format of bench/RESULTS.md.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+/// A database created for one benchmark run and dropped at the end.
+pub struct BenchDb {
+    admin: PgPool,
+    /// Connection options of the benchmark database.
+    pub options: PgConnectOptions,
+    /// Its URL, for child processes.
+    pub url: String,
+    name: String,
+}
+
+impl BenchDb {
+    /// Creates and migrates `importer_bench_<random>` on the server of `DATABASE_URL`.
+    pub async fn create() -> anyhow::Result<Self> {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&base)
+            .await
+            .with_context(|| "Failed to connect to PostgreSQL (set DATABASE_URL)")?;
+        let name = format!("importer_bench_{:08x}", rand::random::<u32>());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .context("Failed to create the benchmark database")?;
+        let options: PgConnectOptions = base.parse::<PgConnectOptions>()?.database(&name);
+        let url = options.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await?;
+        importer_core::MIGRATOR.run(&pool).await?;
+        pool.close().await;
+        Ok(BenchDb {
+            admin,
+            options,
+            url,
+            name,
+        })
+    }
+
+    /// A pool on the benchmark database.
+    pub async fn pool(&self, size: u32) -> anyhow::Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(size)
+            .connect_with(self.options.clone())
+            .await?)
+    }
+
+    /// Drops the database (connections must be closed).
+    pub async fn drop_db(self) -> anyhow::Result<()> {
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The `q`-quantile (0..=1) of `samples` (sorted in place).
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let idx = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[idx.min(samples.len() - 1)]
+}
+
+/// Milliseconds with three decimals, for reports.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}

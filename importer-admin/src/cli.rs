@@ -1,0 +1,408 @@
+//! The command line: clap types for every subcommand (their value parsers are in `values`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use importer_core::runs::RunStatus;
+
+use crate::output::Format;
+use crate::values::{parse_interval, parse_time};
+
+/// Operate mailchimp-importer: migrations, accounts, lists, runs, dead jobs, the queue, and a
+/// one-command demo.
+#[derive(Debug, Parser)]
+#[command(name = "importer-admin", version, about, propagate_version = true)]
+pub struct Cli {
+    /// PostgreSQL connection string (`demo` defaults to postgres://postgres@127.0.0.1:5432/postgres
+    /// and creates its own database on that server).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Output of listings and show commands: `table` for people, `json` for scripts.
+    #[arg(long, env = "IMPORTER_OUTPUT", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the schema migrations (idempotent), or with --check list the pending ones.
+    Migrate(MigrateArgs),
+    /// Client accounts: Mailchimp key, destination, concurrency budget.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Mailchimp audiences to sync, their schedule and cursor.
+    #[command(subcommand)]
+    Lists(ListsCommand),
+    /// Syncs of lists: start, inspect, cancel, watch.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// The dead-letter store: inspect, requeue, purge.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+    /// Queue depth per account and state, and the leases each worker holds.
+    Queue,
+    /// Run the scheduler once (importer.tick) and print the runs it created.
+    Tick,
+    /// Register the accounts and lists of an importer-sim config file (idempotent).
+    Seed(SeedArgs),
+    /// Run a real import end to end in process: simulators, workers, full and incremental sync,
+    /// verification.
+    Demo(DemoArgs),
+}
+
+/// `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Only list the pending migrations; exit 1 if there are any.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Where the API keys come from: an environment variable, a file or standard input, never argv.
+/// When both keys come from standard input, the Mailchimp key is the first line.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeySources {
+    /// Read the Mailchimp API key from this environment variable.
+    #[arg(long, value_name = "VAR", group = "mailchimp_key")]
+    pub mailchimp_key_env: Option<String>,
+    /// Read the Mailchimp API key from this file.
+    #[arg(long, value_name = "PATH", group = "mailchimp_key")]
+    pub mailchimp_key_file: Option<PathBuf>,
+    /// Read the Mailchimp API key from standard input (first line).
+    #[arg(long, group = "mailchimp_key")]
+    pub mailchimp_key_stdin: bool,
+    /// Read the destination API key from this environment variable.
+    #[arg(long, value_name = "VAR", group = "destination_key")]
+    pub destination_key_env: Option<String>,
+    /// Read the destination API key from this file.
+    #[arg(long, value_name = "PATH", group = "destination_key")]
+    pub destination_key_file: Option<PathBuf>,
+    /// Read the destination API key from standard input (after the Mailchimp key, if that is
+    /// read from standard input too).
+    #[arg(long, group = "destination_key")]
+    pub destination_key_stdin: bool,
+}
+
+/// `accounts ...`.
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account (keys from --*-key-env, --*-key-file or --*-key-stdin).
+    Add(AccountAddArgs),
+    /// List accounts (keys shown redacted).
+    List,
+    /// Show one account and its lists.
+    Show {
+        /// Account name or id.
+        account: String,
+    },
+    /// Change an account: name, URLs, concurrency, keys.
+    Update(AccountUpdateArgs),
+    /// Pause an account: no scheduled runs, none of its jobs claimed.
+    Pause {
+        /// Account name or id.
+        account: String,
+    },
+    /// Resume a paused account.
+    Resume {
+        /// Account name or id.
+        account: String,
+    },
+    /// Remove an account with its lists, runs, jobs and dead jobs.
+    Remove {
+        /// Account name or id.
+        account: String,
+        /// Really remove it (required).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `accounts add`.
+#[derive(Debug, Args)]
+pub struct AccountAddArgs {
+    /// Unique account name.
+    #[arg(long)]
+    pub name: String,
+    /// Base URL of the records API (records go to {URL}/record).
+    #[arg(long, value_name = "URL")]
+    pub destination_url: String,
+    /// Mailchimp API base URL override (default: https://<dc>.api.mailchimp.com/3.0 from the key).
+    #[arg(long, value_name = "URL")]
+    pub mailchimp_base_url: Option<String>,
+    /// Most Mailchimp requests in flight for this account across all workers.
+    #[arg(long, default_value_t = importer_core::accounts::DEFAULT_MAX_CONCURRENCY,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_concurrency: i32,
+    /// Succeed without changes when an account of this name exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+    #[command(flatten)]
+    pub keys: KeySources,
+}
+
+/// `accounts update`.
+#[derive(Debug, Args)]
+pub struct AccountUpdateArgs {
+    /// Account name or id.
+    pub account: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New records API base URL.
+    #[arg(long, value_name = "URL")]
+    pub destination_url: Option<String>,
+    /// New Mailchimp API base URL override.
+    #[arg(long, value_name = "URL", conflicts_with = "clear_mailchimp_base_url")]
+    pub mailchimp_base_url: Option<String>,
+    /// Remove the Mailchimp base URL override (use the key's data centre).
+    #[arg(long)]
+    pub clear_mailchimp_base_url: bool,
+    /// New concurrency budget.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub max_concurrency: Option<i32>,
+    #[command(flatten)]
+    pub keys: KeySources,
+}
+
+/// `lists ...`. A `<list>` is its numeric id or `account/mailchimp_list_id`.
+#[derive(Debug, Subcommand)]
+pub enum ListsCommand {
+    /// Add a Mailchimp audience of an account to sync.
+    Add(ListAddArgs),
+    /// List lists with their schedule and cursor.
+    List {
+        /// Only this account's (name or id).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Enable scheduled runs of a list.
+    Enable {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+    },
+    /// Disable scheduled runs of a list (a running run continues).
+    Disable {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+    },
+    /// Change how often a list is synced.
+    SetSchedule {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+        /// Interval such as 30m, 1h, 1d (at least 1m).
+        #[arg(value_parser = parse_interval)]
+        interval: Duration,
+    },
+    /// Move a list's cursor (without --to: forget it, the next run is full).
+    ResetCursor {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+        /// New cursor (RFC 3339, e.g. 2026-11-01T00:00:00Z): changes since then are synced again.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<DateTime<Utc>>,
+    },
+}
+
+/// `lists add`.
+#[derive(Debug, Args)]
+pub struct ListAddArgs {
+    /// Account name or id.
+    #[arg(long)]
+    pub account: String,
+    /// Mailchimp audience id (the {list_id} of /lists/{list_id}/members).
+    #[arg(long, value_name = "MAILCHIMP_ID")]
+    pub list_id: String,
+    /// A name for people.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How often to sync: 30m, 1h, 1d (at least 1m).
+    #[arg(long, default_value = "1h", value_parser = parse_interval)]
+    pub schedule: Duration,
+    /// Add it without scheduled runs.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Succeed without changes when the account already has this list.
+    #[arg(long)]
+    pub if_not_exists: bool,
+}
+
+/// Run statuses as command-line values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Created, plan job not done.
+    Planning,
+    /// Importing.
+    Running,
+    /// Every job completed.
+    Completed,
+    /// Finished with dead jobs.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl From<StatusArg> for RunStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Planning => RunStatus::Planning,
+            StatusArg::Running => RunStatus::Running,
+            StatusArg::Completed => RunStatus::Completed,
+            StatusArg::Failed => RunStatus::Failed,
+            StatusArg::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+/// `runs ...`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Start a run of a list now: incremental from its cursor (full if it has none).
+    Start {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+        /// Full sync, whatever the cursor.
+        #[arg(long, conflicts_with = "since")]
+        full: bool,
+        /// Incremental from this instant (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+    },
+    /// List runs, newest first.
+    List {
+        /// Only runs in this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only this account's runs (name or id).
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this list's runs (id or account/mailchimp_list_id).
+        #[arg(long)]
+        list: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Show a run: window, counters, percent, throughput and the errors of its dead jobs.
+    Show {
+        /// Run id.
+        id: i64,
+    },
+    /// Cancel an active run: its queued jobs are removed.
+    Cancel {
+        /// Run id.
+        id: i64,
+    },
+    /// Live progress until the run (default: every active run) finishes; exit 1 if one failed.
+    Watch {
+        /// Run id (default: every active run).
+        id: Option<i64>,
+        /// Refresh interval in milliseconds.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
+        interval_ms: u64,
+    },
+}
+
+/// `dead ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List dead jobs, most recently died first.
+    List {
+        /// Only this run's.
+        #[arg(long)]
+        run: Option<i64>,
+        /// Only those whose last error contains this text (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
+        error_contains: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Show a dead job with its full error history.
+    Show {
+        /// Dead job id.
+        id: i64,
+    },
+    /// Move dead jobs back into the queue with fresh attempts (a failed run runs again).
+    Requeue(RequeueTarget),
+    /// Delete dead jobs that died more than an interval ago.
+    Purge {
+        /// Age such as 7d or 12h.
+        #[arg(long, value_parser = parse_interval)]
+        older_than: Duration,
+    },
+}
+
+/// Which dead jobs `dead requeue` moves: exactly one selector.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RequeueTarget {
+    /// One dead job.
+    #[arg(long, value_name = "ID")]
+    pub job: Option<i64>,
+    /// Every dead job of a run.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// Every dead job whose last error contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub error_contains: Option<String>,
+}
+
+/// `seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The importer-sim TOML configuration whose accounts to register.
+    #[arg(long, value_name = "PATH")]
+    pub sim_config: PathBuf,
+    /// Mailchimp base URL of the simulator as the workers reach it.
+    #[arg(long, value_name = "URL")]
+    pub mailchimp_base_url: String,
+    /// Destination base URL of the simulator as the workers reach it.
+    #[arg(long, value_name = "URL")]
+    pub destination_url: String,
+    /// Schedule of the lists it adds.
+    #[arg(long, default_value = "1h", value_parser = parse_interval)]
+    pub schedule: Duration,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Accounts to create.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub accounts: u32,
+    /// Contacts per list.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub contacts: u32,
+    /// In-process workers.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub workers: u32,
+    /// Lists per account.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub lists_per_account: u32,
+    /// Keep the demo database afterwards (it is dropped by default).
+    #[arg(long)]
+    pub keep_database: bool,
+}
+
+/// A usage error found after parsing (exit code 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

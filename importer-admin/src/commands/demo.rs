@@ -1,0 +1,334 @@
+//! `demo`: one command that shows a real import end to end, in process: a fresh database on
+//! the server of DATABASE_URL, both simulators, W workers (`importer_worker::run`), a full sync
+//! of every list started by the scheduler, then mutations in Mailchimp and an incremental sync,
+//! and finally a verification of the destination against Mailchimp.
+//!
+//! Accounts and lists are registered through the same functions as `accounts add` and
+//! `lists add`. The demo database is dropped at the end unless `--keep-database`.
+
+mod report;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use importer_core::lists::NewList;
+use importer_core::runs::{self, RequestedMode, RunError, RunRequest};
+use importer_core::secrets::{Secret, SecretBox, SECRET_KEY_ENV};
+use importer_core::{tick, MIGRATOR};
+use importer_sim::{DestinationSimConfig, MailchimpSimConfig, Sim, SimConfig};
+use importer_worker::WorkerConfig;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::DemoArgs;
+use crate::commands::accounts::{self, AccountInput};
+use crate::commands::{lists, watch};
+use crate::database;
+use crate::output::Format;
+use report::{DemoList, DemoReport};
+
+/// The server the demo uses when DATABASE_URL is not set.
+pub const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// How often the progress display refreshes.
+const REFRESH: Duration = Duration::from_millis(250);
+
+/// Runs `demo` against the server of `database_url` (or [`DEFAULT_SERVER`]).
+pub async fn run<W: Write>(
+    database_url: Option<&str>,
+    args: DemoArgs,
+    format: Format,
+    out: &mut W,
+) -> anyhow::Result<()> {
+    let server_url = database_url.unwrap_or(DEFAULT_SERVER);
+    let server = database::parse_url(server_url)?;
+    let admin = database::connect(&server, 1).await?;
+    let name = format!("importer_demo_{:08x}", rand::random::<u32>());
+    // The name is generated (letters, digits, underscore), so it is safe to splice in.
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .with_context(|| {
+            format!("cannot create the demo database {name} (the demo needs CREATEDB)")
+        })?;
+    let options = server.clone().database(&name);
+    let shutdown = CancellationToken::new();
+    let result = tokio::select! {
+        result = demo(&options, &name, &args, format, out, &shutdown) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    // Workers of an interrupted demo stop here; a finished demo has stopped them already.
+    shutdown.cancel();
+    if args.keep_database {
+        if format == Format::Table {
+            writeln!(
+                out,
+                "kept the demo database: DATABASE_URL={}",
+                database::redacted_url(&database::with_database(server_url, &name))
+            )?;
+        }
+    } else {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .with_context(|| format!("cannot drop the demo database {name}"))?;
+    }
+    admin.close().await;
+    result
+}
+
+/// Everything between creating and dropping the database.
+async fn demo<W: Write>(
+    options: &PgConnectOptions,
+    name: &str,
+    args: &DemoArgs,
+    format: Format,
+    out: &mut W,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let table = format == Format::Table;
+    let pool = database::connect(options, 4).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot migrate the demo database")?;
+    let secrets = match std::env::var_os(SECRET_KEY_ENV) {
+        Some(_) => SecretBox::from_env()?,
+        // An ephemeral key: the demo database is thrown away with it.
+        None => SecretBox::from_hex(&SecretBox::generate_key_hex())?,
+    };
+    let sim = importer_sim::start(sim_config())
+        .await
+        .context("cannot start the simulators")?;
+    let demo_lists = register(&pool, &secrets, &sim, args).await?;
+    if table {
+        writeln!(
+            out,
+            "demo database {name} on {}; Mailchimp simulator {}, destination simulator {}",
+            database::server(options),
+            sim.mailchimp_url(),
+            sim.destination_url()
+        )?;
+        writeln!(
+            out,
+            "{} accounts x {} lists x {} contacts; {} workers",
+            args.accounts, args.lists_per_account, args.contacts, args.workers
+        )?;
+    }
+
+    // The scheduler creates every list's first (full) run; the workers pick them up.
+    let ticked = tick::tick(&pool, Utc::now()).await?;
+    let full_ids: Vec<i64> = ticked.iter().map(|r| r.run_id).collect();
+    let workers = start_workers(options, &secrets, args.workers, shutdown);
+    let outcome = async {
+        if table {
+            writeln!(
+                out,
+                "\n== full sync: {} runs created by the scheduler",
+                full_ids.len()
+            )?;
+        }
+        let display = watch::Display::for_output(format);
+        let full = watch::watch(&pool, &full_ids, REFRESH, display, out).await?;
+        watch::require_completed(&full)?;
+
+        // last_changed has one-second resolution: change members in a later second than the
+        // full runs' `until`, and start the incremental runs in a later second than the changes.
+        next_second().await;
+        let mutations = mutate(&sim, &demo_lists, args.contacts);
+        next_second().await;
+        let mut incremental_ids = Vec::new();
+        for list in &demo_lists {
+            incremental_ids.push(start_incremental(&pool, list.list_id).await?);
+        }
+        if table {
+            writeln!(
+                out,
+                "\n== incremental sync: {} contacts modified and {} added in Mailchimp; {} runs",
+                mutations.0,
+                mutations.1,
+                incremental_ids.len()
+            )?;
+        }
+        let incremental = watch::watch(&pool, &incremental_ids, REFRESH, display, out).await?;
+        watch::require_completed(&incremental)?;
+        Ok::<_, anyhow::Error>((full, incremental))
+    }
+    .await;
+    shutdown.cancel();
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "a demo worker failed"),
+            Err(e) => tracing::warn!(error = %e, "a demo worker panicked"),
+        }
+    }
+    let (full, incremental) = outcome?;
+    let report = DemoReport::build(
+        name,
+        &sim,
+        &demo_lists,
+        &full,
+        &incremental,
+        started.elapsed(),
+    );
+    sim.shutdown().await;
+    pool.close().await;
+    report.write(out, format)?;
+    report.require_complete()
+}
+
+/// The simulators with a small latency model, so the demo is quick but not instantaneous.
+fn sim_config() -> SimConfig {
+    SimConfig {
+        seed: 42,
+        mailchimp: MailchimpSimConfig {
+            latency_base: Duration::from_millis(20),
+            latency_per_member: Duration::from_micros(20),
+            ..MailchimpSimConfig::default()
+        },
+        destination: DestinationSimConfig {
+            latency_base: Duration::from_millis(2),
+            latency_per_record: Duration::from_micros(2),
+            ..DestinationSimConfig::default()
+        },
+        accounts: Vec::new(),
+    }
+}
+
+/// Creates the accounts and lists in the simulators and in the importer.
+async fn register(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    sim: &Sim,
+    args: &DemoArgs,
+) -> anyhow::Result<Vec<DemoList>> {
+    let mailchimp = sim.mailchimp();
+    let destination = sim.destination();
+    let mut demo_lists = Vec::new();
+    for a in 1..=args.accounts {
+        let api_key = mailchimp.new_api_key("us6");
+        let destination_key = format!("demo-destination-{a}-{:016x}", rand::random::<u64>());
+        destination.add_key(&destination_key);
+        let input = AccountInput {
+            name: format!("demo-{a}"),
+            mailchimp_key: Secret::new(api_key.clone()),
+            destination_key: Secret::new(destination_key.clone()),
+            mailchimp_base_url: Some(sim.mailchimp_url()),
+            destination_url: sim.destination_url(),
+            max_concurrency: importer_core::accounts::DEFAULT_MAX_CONCURRENCY,
+        };
+        let account = accounts::create(pool, secrets, &input).await?;
+        for l in 1..=args.lists_per_account {
+            let mailchimp_list_id = format!("demo{a:02}list{l:02}");
+            let generate = mailchimp.clone();
+            let (key, id, n) = (api_key.clone(), mailchimp_list_id.clone(), args.contacts);
+            // Generating members is CPU work: keep it off the runtime's threads.
+            tokio::task::spawn_blocking(move || generate.create_list(&key, &id, n as usize))
+                .await
+                .context("generating the demo lists")?;
+            let list = lists::create(
+                pool,
+                &NewList {
+                    account_id: account.id,
+                    mailchimp_list_id: mailchimp_list_id.clone(),
+                    name: Some(format!("Demo list {l} of account {a}")),
+                    // Daily: the scheduler creates the first run now and no other during the demo.
+                    schedule: Duration::from_secs(86_400),
+                    enabled: true,
+                },
+            )
+            .await?;
+            demo_lists.push(DemoList {
+                account: account.name.clone(),
+                destination_key: destination_key.clone(),
+                list_id: list.id,
+                mailchimp_list_id,
+            });
+        }
+    }
+    Ok(demo_lists)
+}
+
+/// Starts `n` in-process workers, each with its own pool and id, ticking every second.
+fn start_workers(
+    options: &PgConnectOptions,
+    secrets: &SecretBox,
+    n: u32,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<anyhow::Result<importer_worker::WorkerReport>>> {
+    (1..=n)
+        .map(|k| {
+            let config = WorkerConfig {
+                worker_id: Some(format!("demo-worker-{k}")),
+                concurrency: 16,
+                poll_ms: 200,
+                tick_secs: 1,
+                http_addr: String::new(),
+                shutdown_grace_secs: 5,
+                pool_size: Some(5),
+                ..WorkerConfig::default()
+            };
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(config.pool_size())
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(
+                    options
+                        .clone()
+                        .application_name(&format!("demo-worker-{k}")),
+                );
+            tokio::spawn(importer_worker::run(
+                config,
+                pool,
+                secrets.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Modifies about 5 % and adds about 2 % of every list's contacts; returns (modified, added).
+fn mutate(sim: &Sim, demo_lists: &[DemoList], contacts: u32) -> (usize, usize) {
+    let mailchimp = sim.mailchimp();
+    let contacts = contacts as usize;
+    let (modify, add) = ((contacts / 20).max(1), (contacts / 50).max(1));
+    let mut totals = (0, 0);
+    for list in demo_lists {
+        totals.0 += mailchimp
+            .modify_members(&list.mailchimp_list_id, modify)
+            .len();
+        totals.1 += mailchimp.add_members(&list.mailchimp_list_id, add).len();
+    }
+    totals
+}
+
+/// Starts an operator's incremental run of a list. If the scheduler got there first (a new
+/// schedule slot began), waits for that run and starts ours after it, so our window covers the
+/// changes.
+async fn start_incremental(pool: &PgPool, list_id: i64) -> anyhow::Result<i64> {
+    let request = RunRequest {
+        mode: RequestedMode::Auto,
+    };
+    loop {
+        match runs::create(pool, list_id, request).await {
+            Ok(run) => return Ok(run.id),
+            Err(RunError::AlreadyActive { run_id, .. }) => {
+                let mut sink = std::io::sink();
+                watch::watch(pool, &[run_id], REFRESH, watch::Display::Quiet, &mut sink).await?;
+            }
+            Err(e) => return Err(e).context("cannot start the incremental run"),
+        }
+    }
+}
+
+/// Sleeps into the next whole second (plus a margin for clock granularity).
+async fn next_second() {
+    let millis = Utc::now().timestamp_subsec_millis();
+    let wait = 1000u64.saturating_sub(u64::from(millis.min(999))) + 20;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}

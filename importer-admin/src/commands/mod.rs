@@ -1,0 +1,12 @@
+//! One module per command group; each writes to any `impl Write` so tests can read its output.
+
+pub mod accounts;
+pub mod dead;
+pub mod demo;
+pub mod lists;
+pub mod migrate;
+pub mod queue;
+pub mod runs;
+pub mod seed;
+pub mod tick;
+pub mod watch;

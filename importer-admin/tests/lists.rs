@@ -1,0 +1,211 @@
+//! `lists ...` through the real binary.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::Admin;
+use sqlx::PgPool;
+
+async fn list_row(pool: &PgPool, id: i64) -> (bool, f64, Option<DateTime<Utc>>) {
+    sqlx::query_as(
+        "SELECT enabled, extract(epoch FROM schedule)::float8, synced_until
+           FROM importer.lists WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn lists_can_be_added_listed_enabled_disabled_rescheduled_and_reset(pool: PgPool) {
+    let admin = Admin::new(&pool);
+    admin.add_account("acme");
+    let added = admin
+        .run(&[
+            "lists",
+            "add",
+            "--account",
+            "acme",
+            "--list-id",
+            "a1b2c3",
+            "--name",
+            "Newsletter",
+            "--schedule",
+            "30m",
+            "--disabled",
+        ])
+        .ok();
+    assert!(
+        added.stdout.contains("added list acme/a1b2c3 (id 1)"),
+        "{}",
+        added.stdout
+    );
+    assert_eq!(list_row(&pool, 1).await, (false, 1800.0, None));
+
+    let listed = admin.run(&["lists", "list", "--account", "acme"]).ok();
+    assert!(listed.stdout.contains("Newsletter"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("never (next run full)"),
+        "{}",
+        listed.stdout
+    );
+
+    admin.run(&["lists", "enable", "acme/a1b2c3"]).ok();
+    assert!(list_row(&pool, 1).await.0);
+    admin.run(&["lists", "disable", "1"]).ok();
+    assert!(!list_row(&pool, 1).await.0);
+
+    let rescheduled = admin.run(&["lists", "set-schedule", "1", "1d"]).ok();
+    assert!(
+        rescheduled.stdout.contains("now synced every 1d"),
+        "{}",
+        rescheduled.stdout
+    );
+    assert_eq!(list_row(&pool, 1).await.1, 86_400.0);
+
+    let reset = admin
+        .run(&[
+            "lists",
+            "reset-cursor",
+            "acme/a1b2c3",
+            "--to",
+            "2026-11-01T00:00:00Z",
+        ])
+        .ok();
+    assert!(
+        reset.stdout.contains("cursor set to 2026-11-01T00:00:00Z"),
+        "{}",
+        reset.stdout
+    );
+    assert_eq!(
+        list_row(&pool, 1).await.2.unwrap().to_rfc3339(),
+        "2026-11-01T00:00:00+00:00"
+    );
+    let cleared = admin.run(&["lists", "reset-cursor", "acme/a1b2c3"]).ok();
+    assert!(
+        cleared.stdout.contains("the next run is a full sync"),
+        "{}",
+        cleared.stdout
+    );
+    assert_eq!(list_row(&pool, 1).await.2, None);
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn json_output_of_lists_parses_back(pool: PgPool) {
+    let admin = Admin::new(&pool);
+    admin.add_account("acme");
+    admin.add_account("globex");
+    admin.add_list("acme", "one");
+    admin.add_list("globex", "two");
+    let all = admin
+        .run(&["--output", "json", "lists", "list"])
+        .ok()
+        .json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all[0]["schedule"], "1h");
+    assert_eq!(all[0]["schedule_secs"], 3600);
+    assert!(all[0]["synced_until"].is_null());
+    let globex = admin
+        .run(&["--output", "json", "lists", "list", "--account", "globex"])
+        .ok()
+        .json();
+    assert_eq!(globex.as_array().unwrap().len(), 1);
+    assert_eq!(globex[0]["account"], "globex");
+    assert_eq!(globex[0]["mailchimp_list_id"], "two");
+    let changed = admin
+        .run(&["--output", "json", "lists", "disable", "globex/two"])
+        .ok()
+        .json();
+    assert_eq!(changed["enabled"], false);
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn bad_list_arguments_are_refused_with_the_reason(pool: PgPool) {
+    let admin = Admin::new(&pool);
+    admin.add_account("acme");
+    let short = admin
+        .run(&[
+            "lists",
+            "add",
+            "--account",
+            "acme",
+            "--list-id",
+            "abc",
+            "--schedule",
+            "30s",
+        ])
+        .code(1);
+    assert!(
+        short.stderr.contains("at most every minute"),
+        "{}",
+        short.stderr
+    );
+    let bad_interval = admin
+        .run(&[
+            "lists",
+            "add",
+            "--account",
+            "acme",
+            "--list-id",
+            "abc",
+            "--schedule",
+            "hourly",
+        ])
+        .code(2);
+    assert!(
+        bad_interval.stderr.contains("e.g. 30m, 1h, 1d"),
+        "{}",
+        bad_interval.stderr
+    );
+    let bad_id = admin
+        .run(&[
+            "lists",
+            "add",
+            "--account",
+            "acme",
+            "--list-id",
+            "no-dashes",
+        ])
+        .code(1);
+    assert!(
+        bad_id.stderr.contains("letters and digits"),
+        "{}",
+        bad_id.stderr
+    );
+    admin.add_list("acme", "abc");
+    let duplicate = admin
+        .run(&["lists", "add", "--account", "acme", "--list-id", "abc"])
+        .code(1);
+    assert!(
+        duplicate.stderr.contains("already has Mailchimp list"),
+        "{}",
+        duplicate.stderr
+    );
+    admin
+        .run(&[
+            "lists",
+            "add",
+            "--account",
+            "acme",
+            "--list-id",
+            "abc",
+            "--if-not-exists",
+        ])
+        .ok();
+    let unknown = admin.run(&["lists", "enable", "acme/nope"]).code(1);
+    assert!(
+        unknown.stderr.contains("no list \"acme/nope\""),
+        "{}",
+        unknown.stderr
+    );
+    let no_account = admin
+        .run(&["lists", "add", "--account", "ghost", "--list-id", "x"])
+        .code(1);
+    assert!(
+        no_account.stderr.contains("no account named \"ghost\""),
+        "{}",
+        no_account.stderr
+    );
+}

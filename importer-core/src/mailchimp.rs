@@ -1,1 +1,0 @@
-//! mailchimp (being written)

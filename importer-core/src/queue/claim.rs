@@ -1,0 +1,345 @@
+//! Leasing jobs: claim (exact per-account Mailchimp concurrency), heartbeat, giving the slot
+//! back, releasing on shutdown, and dead-lettering exhausted leases that expired.
+//!
+//! Claim algorithm (exact under READ COMMITTED, one transaction):
+//! 1. dead-letter expired leases that have no attempt left ([`reap_expired`]);
+//! 2. lock up to `limit` accounts that are unpaused, have claimable jobs and are not visibly at
+//!    their cap, least recently served first, `FOR NO KEY UPDATE SKIP LOCKED` (concurrent
+//!    claimers take other accounts instead of waiting; `NO KEY` so inserting jobs, whose foreign
+//!    key takes `KEY SHARE`, is not blocked). Candidates are the accounts with waiting jobs,
+//!    found by a skip scan over `jobs_waiting` that visits at most `2 * limit + 32` of them from
+//!    a random pivot (so a claim costs the same with 10 or 10,000 busy accounts, and every
+//!    account is reached over successive claims), plus those with expired leases;
+//! 3. a second statement, whose snapshot is taken after the locks and so sees every earlier
+//!    claimer's commit, counts each locked account's live slots and leases at most
+//!    `max_concurrency - live` jobs per account (expired leases first, then by `run_after`),
+//!    interleaving accounts, `FOR UPDATE SKIP LOCKED` on the job rows.
+//!
+//! Only a claim holding the account's lock can add a slot, so live slots never exceed the cap.
+//! The one other way a slot becomes live again is a heartbeat, which only extends leases that
+//! have not expired; a lease that expired less than [`SLOT_GRACE`] ago still counts against the
+//! cap, which closes the race of a heartbeat in flight while its lease expires.
+
+use std::time::Duration;
+
+use sqlx::{PgExecutor, PgPool};
+
+use super::{fence_arrays, micros, ClaimedJob, Fence, QueueError};
+
+/// How long an expired lease with a slot keeps counting against its account's cap.
+pub const SLOT_GRACE: Duration = Duration::from_secs(2);
+
+/// Most exhausted expired leases dead-lettered per [`reap_expired`] call.
+const REAP_BATCH: i64 = 1000;
+
+/// Leases up to `limit` jobs to `worker_id` for `lease`, each holding a Mailchimp slot.
+///
+/// Claimable jobs are waiting jobs whose `run_after` has passed and jobs whose lease expired
+/// with attempts left; paused accounts are skipped and no account exceeds its
+/// `max_concurrency` live slots. Attempts are counted here. Returns fewer jobs (possibly none)
+/// when nothing more is claimable or other claimers hold the accounts at this instant; poll
+/// again later or on [`NOTIFY_CHANNEL`](super::NOTIFY_CHANNEL). Errors are database failures.
+pub async fn claim(
+    pool: &PgPool,
+    worker_id: &str,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>, QueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut tx = pool.begin().await?;
+    reap_expired(&mut *tx).await?;
+
+    // Candidates come from the jobs (a skip scan over jobs_waiting, and expired leases), not
+    // from a scan of all accounts: the work is proportional to the accounts that have jobs.
+    let accounts: Vec<i64> = sqlx::query_scalar(
+        "WITH RECURSIVE pivot AS MATERIALIZED (
+             SELECT floor(random() * (coalesce((SELECT max(id) FROM importer.accounts), 0) + 1))::bigint AS id
+         ),
+         -- distinct accounts with waiting jobs, a skip scan over jobs_waiting (one index probe
+         -- each): at most $3 of them, from a random pivot upwards ...
+         upper_part(account_id, n) AS (
+             (SELECT j.account_id, 1 FROM importer.jobs j
+               WHERE j.locked_until IS NULL AND j.account_id >= (SELECT id FROM pivot)
+               ORDER BY j.account_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT j.account_id FROM importer.jobs j
+                      WHERE j.locked_until IS NULL AND j.account_id > w.account_id
+                      ORDER BY j.account_id LIMIT 1),
+                    w.n + 1
+               FROM upper_part w
+              WHERE w.account_id IS NOT NULL AND w.n < $3
+         ),
+         -- ... then wrapping around below the pivot
+         lower_part(account_id, n) AS (
+             (SELECT j.account_id, 1 FROM importer.jobs j
+               WHERE j.locked_until IS NULL AND j.account_id < (SELECT id FROM pivot)
+               ORDER BY j.account_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT j.account_id FROM importer.jobs j
+                      WHERE j.locked_until IS NULL AND j.account_id > w.account_id
+                        AND j.account_id < (SELECT id FROM pivot)
+                      ORDER BY j.account_id LIMIT 1),
+                    w.n + 1
+               FROM lower_part w
+              WHERE w.account_id IS NOT NULL
+                AND w.n < $3 - (SELECT count(account_id) FROM upper_part)
+         ),
+         waiting AS (
+             SELECT account_id FROM upper_part UNION ALL SELECT account_id FROM lower_part
+         ),
+         candidates AS MATERIALIZED (
+             SELECT w.account_id FROM waiting w
+              WHERE w.account_id IS NOT NULL
+                -- the account's earliest waiting job is due (an index probe on jobs_waiting)
+                AND (SELECT j.run_after FROM importer.jobs j
+                      WHERE j.account_id = w.account_id AND j.locked_until IS NULL
+                      ORDER BY j.run_after LIMIT 1) <= now()
+             UNION
+             SELECT j.account_id FROM importer.jobs j
+              WHERE j.locked_until <= now() AND j.attempts < j.max_attempts
+         )
+         SELECT a.id
+           FROM candidates c
+           JOIN importer.accounts a ON a.id = c.account_id
+          WHERE NOT a.paused
+            -- not visibly at its cap (written against c so it runs for candidates only)
+            AND (SELECT count(*) FROM importer.jobs s
+                  WHERE s.account_id = c.account_id AND s.holds_slot
+                    AND s.locked_until > now() - $2 * interval '1 microsecond') < a.max_concurrency
+          ORDER BY a.last_claimed_at NULLS FIRST, a.id
+          LIMIT $1
+            FOR NO KEY UPDATE OF a SKIP LOCKED",
+    )
+    .bind(limit)
+    .bind(micros(SLOT_GRACE))
+    .bind(limit.saturating_mul(2).saturating_add(32).min(4096))
+    .fetch_all(&mut *tx)
+    .await?;
+    if accounts.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+
+    let jobs: Vec<ClaimedJob> = sqlx::query_as(
+        "WITH acc AS MATERIALIZED (
+             SELECT a.id, u.ord,
+                    a.max_concurrency
+                    - (SELECT count(*) FROM importer.jobs s
+                        WHERE s.account_id = a.id AND s.holds_slot
+                          AND s.locked_until > now() - $5 * interval '1 microsecond')::int AS free
+               FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
+               JOIN importer.accounts a ON a.id = u.id
+         ),
+         candidates AS (
+             SELECT c.id, acc.ord, acc.free,
+                    row_number() OVER (PARTITION BY acc.id ORDER BY c.prio, c.at, c.id) AS rn
+               FROM acc
+              CROSS JOIN LATERAL (
+                    (SELECT j.id, 0 AS prio, j.locked_until AS at
+                       FROM importer.jobs j
+                      WHERE j.account_id = acc.id AND j.locked_until <= now()
+                        AND j.attempts < j.max_attempts
+                      ORDER BY j.locked_until
+                      LIMIT least(greatest(acc.free, 0), $2))
+                    UNION ALL
+                    (SELECT j.id, 1 AS prio, j.run_after AS at
+                       FROM importer.jobs j
+                      WHERE j.account_id = acc.id AND j.locked_until IS NULL
+                        AND j.run_after <= now()
+                      ORDER BY j.run_after, j.id
+                      LIMIT least(greatest(acc.free, 0), $2))
+              ) c
+              WHERE acc.free > 0
+         ),
+         picked AS (
+             -- round robin over the accounts, in the order they were locked
+             SELECT id FROM candidates WHERE rn <= free ORDER BY rn, ord LIMIT $2
+         ),
+         claimed AS (
+             UPDATE importer.jobs j
+                SET attempts = j.attempts + 1,
+                    locked_by = $3,
+                    locked_until = now() + $4 * interval '1 microsecond',
+                    holds_slot = true,
+                    last_error = CASE WHEN j.locked_until IS NULL THEN j.last_error
+                                      ELSE 'lease expired before the job finished' END,
+                    errors = CASE WHEN j.locked_until IS NULL THEN j.errors
+                                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                                           'attempt', j.attempts, 'at', now(),
+                                           'error', format('lease expired before the job finished (held by %s)', j.locked_by),
+                                           'kind', 'lease_expired')) END
+               FROM (SELECT l.id FROM importer.jobs l
+                      WHERE l.id = ANY(ARRAY(SELECT id FROM picked))
+                        -- re-checked on the newest row version if it changed meanwhile
+                        AND ((l.locked_until IS NULL AND l.run_after <= now())
+                             OR (l.locked_until <= now() AND l.attempts < l.max_attempts))
+                        FOR UPDATE SKIP LOCKED) lk
+              WHERE j.id = lk.id
+             RETURNING j.id, j.kind, j.args, j.account_id, j.run_id, j.attempts AS attempt,
+                       j.max_attempts, j.locked_until
+         ),
+         served AS (
+             UPDATE importer.accounts a SET last_claimed_at = now() WHERE a.id = ANY($1)
+         )
+         SELECT * FROM claimed ORDER BY id",
+    )
+    .bind(&accounts)
+    .bind(limit)
+    .bind(worker_id)
+    .bind(micros(lease))
+    .bind(micros(SLOT_GRACE))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// Dead-letters (reason `lease_expired`) jobs whose lease expired on their last attempt; returns
+/// how many. [`claim`] calls it; a maintenance task may too. Errors are database failures.
+pub async fn reap_expired<'e, E: PgExecutor<'e>>(executor: E) -> Result<u64, QueueError> {
+    let reaped: i64 = sqlx::query_scalar(
+        "WITH expired AS (
+             SELECT j.id, j.run_id FROM importer.jobs j
+              WHERE j.locked_until <= now() AND j.attempts >= j.max_attempts
+              LIMIT $1
+         ),
+         run_locks AS MATERIALIZED (
+             -- runs before jobs, in id order, like every other path that counts on runs
+             SELECT r.id FROM importer.runs r
+              WHERE r.id = ANY(ARRAY(SELECT run_id FROM expired WHERE run_id IS NOT NULL))
+              ORDER BY r.id
+                FOR NO KEY UPDATE
+         ),
+         victims AS (
+             SELECT j.id FROM importer.jobs j
+              WHERE j.id = ANY(ARRAY(SELECT id FROM expired))
+                AND j.locked_until <= now() AND j.attempts >= j.max_attempts
+                AND (SELECT count(*) FROM run_locks) >= 0
+                FOR UPDATE SKIP LOCKED
+         ),
+         gone AS (
+             DELETE FROM importer.jobs j WHERE j.id = ANY(ARRAY(SELECT id FROM victims))
+             RETURNING j.*
+         ),
+         buried AS (
+             INSERT INTO importer.dead_jobs
+                    (id, kind, args, account_id, run_id, attempts, max_attempts, last_error,
+                     errors, reason, created_at)
+             SELECT g.id, g.kind, g.args, g.account_id, g.run_id, g.attempts, g.max_attempts,
+                    'lease expired on the last attempt',
+                    g.errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', g.attempts, 'at', now(),
+                        'error', format('lease expired on the last attempt (held by %s)', g.locked_by),
+                        'kind', 'lease_expired')),
+                    'lease_expired', g.created_at
+               FROM gone g
+         ),
+         counted AS (
+             UPDATE importer.runs r
+                SET jobs_pending = r.jobs_pending - c.n,
+                    jobs_dead = r.jobs_dead + c.n
+               FROM (SELECT run_id, count(*)::int AS n FROM gone
+                      WHERE run_id IS NOT NULL GROUP BY run_id) c
+              WHERE r.id = c.run_id
+         )
+         SELECT count(*) FROM gone",
+    )
+    .bind(REAP_BATCH)
+    .fetch_one(executor)
+    .await?;
+    Ok(u64::try_from(reaped).unwrap_or_default())
+}
+
+/// Extends the leases of `fences` to now + `lease`, in one statement; returns the fences still
+/// held. A fence is missing from the result when its job was completed, taken over, cancelled,
+/// or its lease already expired (an expired lease is never revived: the holder must stop).
+/// Errors are database failures.
+pub async fn heartbeat(
+    pool: &PgPool,
+    fences: &[Fence],
+    lease: Duration,
+) -> Result<Vec<Fence>, QueueError> {
+    if fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, attempts) = fence_arrays(fences);
+    let rows: Vec<(i64, i32)> = sqlx::query_as(
+        "WITH held AS MATERIALIZED (
+             SELECT j.id
+               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
+               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+              WHERE j.locked_until > now()
+              ORDER BY j.id
+                FOR NO KEY UPDATE OF j
+         )
+         UPDATE importer.jobs j
+            SET locked_until = now() + $3 * interval '1 microsecond'
+          WHERE j.id = ANY(ARRAY(SELECT id FROM held))
+         RETURNING j.id, j.attempts",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(micros(lease))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, attempt)| Fence { job_id, attempt })
+        .collect())
+}
+
+/// Gives back the job's Mailchimp slot (its Mailchimp requests are done) so another job of the
+/// account can be claimed; the lease itself stays. `Ok(false)`: the fence no longer holds.
+pub async fn release_slot(pool: &PgPool, fence: Fence) -> Result<bool, QueueError> {
+    let done = sqlx::query(
+        "UPDATE importer.jobs SET holds_slot = false
+          WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL",
+    )
+    .bind(fence.job_id)
+    .bind(fence.attempt)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Graceful shutdown: unlocks the still-held `fences` without spending their attempts, claimable
+/// at once; returns how many were released and notifies idle workers. Errors are database
+/// failures.
+pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError> {
+    if fences.is_empty() {
+        return Ok(0);
+    }
+    let (ids, attempts) = fence_arrays(fences);
+    let released: i64 = sqlx::query_scalar(
+        "WITH held AS MATERIALIZED (
+             SELECT j.id
+               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
+               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+              WHERE j.locked_by IS NOT NULL
+              ORDER BY j.id
+                FOR NO KEY UPDATE OF j
+         ),
+         released AS (
+             UPDATE importer.jobs j
+                SET attempts = j.attempts - 1,
+                    locked_by = NULL,
+                    locked_until = NULL,
+                    holds_slot = false,
+                    run_after = now()
+              WHERE j.id = ANY(ARRAY(SELECT id FROM held))
+             RETURNING j.id
+         ),
+         notified AS MATERIALIZED (
+             SELECT pg_notify('importer_jobs', '') WHERE EXISTS (SELECT 1 FROM released)
+         )
+         SELECT count(*) FROM released WHERE (SELECT count(*) FROM notified) >= 0",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(released).unwrap_or_default())
+}

@@ -1,0 +1,233 @@
+//! Completing jobs: delete the job and count it on its run in one transaction (with its
+//! rejected records and its child jobs), singly or in batches for the high-throughput path.
+
+use sqlx::{PgExecutor, PgPool};
+
+use super::enqueue::insert_jobs;
+use super::{fence_arrays, Fence, JobKind, NewJob, QueueError};
+use crate::runs::RunStatus;
+
+/// What a finished job produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// Records the destination accepted.
+    pub records_imported: i64,
+    /// Members that could not be mapped; stored in `importer.rejected_records`.
+    pub rejected: Vec<RejectedRecord>,
+    /// Jobs to enqueue in the same transaction (a plan's import windows).
+    pub children: Vec<NewJob>,
+    /// Members Mailchimp counted in the run's window (set by the plan job).
+    pub members_total: Option<i64>,
+}
+
+/// A member that could not be mapped to a record, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRecord {
+    /// Mailchimp member id, when the member had one.
+    pub member_id: Option<String>,
+    /// Email address, when the member had one.
+    pub email: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The member as received.
+    pub member: serde_json::Value,
+}
+
+/// What [`complete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    /// The job was completed; `run_finished` is the run's final status when this completion
+    /// finished it (`Completed` or `Failed`), else `None`.
+    Completed {
+        /// The run's status if this completion finished it.
+        run_finished: Option<RunStatus>,
+    },
+    /// The fence no longer holds (lease taken over, job cancelled): nothing changed.
+    Fenced,
+}
+
+impl CompleteOutcome {
+    /// Whether the completion was refused because the lease was lost.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, CompleteOutcome::Fenced)
+    }
+}
+
+/// Completes the fenced job in one transaction: deletes it, stores its rejected records,
+/// enqueues its children (counted on their runs), and counts it on its run (a `plan_run`
+/// completion moves the run from planning to running and sets `members_total`). The completion
+/// that brings the run's pending jobs to zero finishes the run (see `importer.finish_run`).
+///
+/// Returns [`CompleteOutcome::Fenced`] if the lease no longer holds. Errors: database failures,
+/// [`QueueError::RunNotActive`] for children of an inactive run,
+/// [`QueueError::RejectedWithoutRun`] for rejected records of a job without a run; on error
+/// nothing changes.
+pub async fn complete(
+    pool: &PgPool,
+    fence: Fence,
+    completion: Completion,
+) -> Result<CompleteOutcome, QueueError> {
+    let mut tx = pool.begin().await?;
+    // The run row first, then the job row: the lock order of every path that counts on runs.
+    let gone: Option<(JobKind, Option<i64>)> = sqlx::query_as(
+        "WITH run_lock AS MATERIALIZED (
+             SELECT r.id FROM importer.runs r
+              WHERE r.id = (SELECT j.run_id FROM importer.jobs j
+                             WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until IS NOT NULL)
+                FOR NO KEY UPDATE
+         )
+         DELETE FROM importer.jobs j
+          WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until IS NOT NULL
+            AND (SELECT count(*) FROM run_lock) >= 0
+         RETURNING j.kind, j.run_id",
+    )
+    .bind(fence.job_id)
+    .bind(fence.attempt)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((kind, run_id)) = gone else {
+        return Ok(CompleteOutcome::Fenced);
+    };
+
+    if !completion.children.is_empty() {
+        insert_jobs(&mut tx, &completion.children).await?;
+    }
+    let Some(run_id) = run_id else {
+        if !completion.rejected.is_empty() {
+            return Err(QueueError::RejectedWithoutRun {
+                job_id: fence.job_id,
+            });
+        }
+        tx.commit().await?;
+        return Ok(CompleteOutcome::Completed { run_finished: None });
+    };
+    if !completion.rejected.is_empty() {
+        insert_rejected(&mut *tx, run_id, &completion.rejected).await?;
+    }
+    let rejected = i64::try_from(completion.rejected.len()).unwrap_or(i64::MAX);
+    let (status, finished): (RunStatus, bool) = sqlx::query_as(
+        "WITH before AS (SELECT status FROM importer.runs WHERE id = $1)
+         UPDATE importer.runs r
+            SET jobs_pending = r.jobs_pending - 1,
+                jobs_done = r.jobs_done + 1,
+                records_imported = r.records_imported + $2,
+                records_rejected = r.records_rejected + $3,
+                members_total = coalesce($4, r.members_total),
+                status = CASE WHEN $5 AND r.status = 'planning' THEN 'running' ELSE r.status END,
+                started_at = CASE WHEN $5 THEN coalesce(r.started_at, now()) ELSE r.started_at END
+          WHERE r.id = $1
+         RETURNING r.status,
+                   r.status NOT IN ('planning', 'running')
+                   AND (SELECT status FROM before) IN ('planning', 'running')",
+    )
+    .bind(run_id)
+    .bind(completion.records_imported)
+    .bind(rejected)
+    .bind(completion.members_total)
+    .bind(kind == JobKind::PlanRun)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CompleteOutcome::Completed {
+        run_finished: finished.then_some(status),
+    })
+}
+
+/// Stores rejected members of `run_id`.
+async fn insert_rejected<'e, E: PgExecutor<'e>>(
+    executor: E,
+    run_id: i64,
+    rejected: &[RejectedRecord],
+) -> Result<(), QueueError> {
+    let member_ids: Vec<Option<&str>> = rejected.iter().map(|r| r.member_id.as_deref()).collect();
+    let emails: Vec<Option<&str>> = rejected.iter().map(|r| r.email.as_deref()).collect();
+    let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+    let members: Vec<&serde_json::Value> = rejected.iter().map(|r| &r.member).collect();
+    sqlx::query(
+        "INSERT INTO importer.rejected_records (run_id, list_id, member_id, email, reason, member)
+         SELECT r.id, r.list_id, u.member_id, u.email, u.reason, u.member
+           FROM importer.runs r
+          CROSS JOIN unnest($2::text[], $3::text[], $4::text[], $5::jsonb[])
+                     AS u(member_id, email, reason, member)
+          WHERE r.id = $1",
+    )
+    .bind(run_id)
+    .bind(&member_ids)
+    .bind(&emails)
+    .bind(&reasons)
+    .bind(&members)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Completes many fenced jobs in one statement (one transaction): the high-throughput path for
+/// jobs without rejected records or children. `items` pairs each fence with the records it
+/// imported. Returns the fences that still held (and were completed); the others changed
+/// nothing. Runs whose pending jobs reach zero are finished as by [`complete`]. Errors are
+/// database failures, and then nothing changes.
+pub async fn complete_many(
+    pool: &PgPool,
+    items: &[(Fence, i64)],
+) -> Result<Vec<Fence>, QueueError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fences: Vec<Fence> = items.iter().map(|(f, _)| *f).collect();
+    let (ids, attempts) = fence_arrays(&fences);
+    let imported: Vec<i64> = items.iter().map(|(_, n)| *n).collect();
+    let rows: Vec<(i64, i32)> = sqlx::query_as(
+        "WITH held AS MATERIALIZED (
+             -- driven by the fences: one primary-key probe each
+             SELECT j.id, j.run_id
+               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
+               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+              WHERE j.locked_by IS NOT NULL
+         ),
+         run_locks AS MATERIALIZED (
+             -- runs first, then jobs, each in id order: no deadlock with any other path
+             SELECT r.id FROM importer.runs r
+              WHERE r.id = ANY(ARRAY(SELECT run_id FROM held WHERE run_id IS NOT NULL))
+              ORDER BY r.id
+                FOR NO KEY UPDATE
+         ),
+         job_locks AS MATERIALIZED (
+             SELECT j.id
+               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
+               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+              WHERE j.locked_by IS NOT NULL
+                AND (SELECT count(*) FROM run_locks) >= 0
+              ORDER BY j.id
+                FOR UPDATE OF j
+         ),
+         gone AS (
+             DELETE FROM importer.jobs j
+              WHERE j.id = ANY(ARRAY(SELECT id FROM job_locks))
+             RETURNING j.id, j.attempts, j.run_id
+         ),
+         counted AS (
+             UPDATE importer.runs r
+                SET jobs_pending = r.jobs_pending - c.n,
+                    jobs_done = r.jobs_done + c.n,
+                    records_imported = r.records_imported + c.imported
+               FROM (SELECT g.run_id, count(*)::int AS n, coalesce(sum(i.imported), 0)::bigint AS imported
+                       FROM gone g
+                       JOIN (SELECT DISTINCT ON (id) id, imported
+                               FROM unnest($1::bigint[], $3::bigint[]) AS t(id, imported)) i
+                         ON i.id = g.id
+                      WHERE g.run_id IS NOT NULL
+                      GROUP BY g.run_id) c
+              WHERE r.id = c.run_id
+         )
+         SELECT id, attempts FROM gone",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&imported)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, attempt)| Fence { job_id, attempt })
+        .collect())
+}

@@ -1,0 +1,252 @@
+//! Accounts and lists CRUD for the admin CLI: encrypted keys stored as given and never shown
+//! by Debug, unique names, pausing, schedules and cursors.
+#![allow(clippy::unwrap_used)]
+
+mod queue_support;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use importer_core::accounts::{self, AccountError, AccountUpdate, NewAccount};
+use importer_core::lists::{self, ListError, NewList};
+use sqlx::PgPool;
+
+fn new_account(name: &str) -> NewAccount {
+    NewAccount {
+        name: name.to_owned(),
+        mailchimp_key: vec![0xde, 0xad, 0xbe, 0xef, 0x42],
+        mailchimp_key_hint: "…-us6".to_owned(),
+        mailchimp_base_url: None,
+        destination_url: "https://records.example.com".to_owned(),
+        destination_key: vec![0xca, 0xfe, 0xba, 0xbe, 0x17],
+        destination_key_hint: "…e17".to_owned(),
+        max_concurrency: accounts::DEFAULT_MAX_CONCURRENCY,
+    }
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn accounts_round_trip_and_never_debug_print_their_keys(pool: PgPool) {
+    let created = accounts::create(&pool, &new_account("acme")).await.unwrap();
+    assert_eq!(created.mailchimp_key, vec![0xde, 0xad, 0xbe, 0xef, 0x42]);
+    assert_eq!((created.max_concurrency, created.paused), (10, false));
+    for shown in [
+        format!("{created:?}"),
+        format!("{:?}", new_account("acme")),
+        format!(
+            "{:?}",
+            accounts::credentials_for_job(&pool, created.id)
+                .await
+                .unwrap()
+                .unwrap()
+        ),
+    ] {
+        // Neither the bytes as Vec<u8> Debug prints them nor their hex appear.
+        assert!(
+            !shown.contains("222, 173") && !shown.contains("202, 254"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("deadbeef") && !shown.contains("cafebabe"),
+            "{shown}"
+        );
+    }
+    assert!(format!("{created:?}").contains("…-us6"));
+
+    assert_eq!(
+        accounts::get(&pool, created.id).await.unwrap().unwrap(),
+        created
+    );
+    assert_eq!(
+        accounts::find_by_name(&pool, "acme")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        created.id
+    );
+    assert!(accounts::find_by_name(&pool, "nobody")
+        .await
+        .unwrap()
+        .is_none());
+
+    let update = AccountUpdate {
+        mailchimp_key: Some((vec![9, 9, 9], "…-us9".to_owned())),
+        mailchimp_base_url: Some(Some("http://sim:8080/3.0".to_owned())),
+        max_concurrency: Some(4),
+        ..AccountUpdate::default()
+    };
+    let updated = accounts::update(&pool, created.id, &update).await.unwrap();
+    assert_eq!(updated.mailchimp_key, vec![9, 9, 9]);
+    assert_eq!(updated.mailchimp_key_hint, "…-us9");
+    assert_eq!(
+        updated.mailchimp_base_url.as_deref(),
+        Some("http://sim:8080/3.0")
+    );
+    assert_eq!(
+        updated.destination_key, created.destination_key,
+        "untouched"
+    );
+    assert_eq!(updated.max_concurrency, 4);
+    assert!(updated.updated_at >= created.updated_at);
+
+    let clear = AccountUpdate {
+        mailchimp_base_url: Some(None),
+        ..AccountUpdate::default()
+    };
+    assert_eq!(
+        accounts::update(&pool, created.id, &clear)
+            .await
+            .unwrap()
+            .mailchimp_base_url,
+        None
+    );
+    assert!(
+        accounts::set_paused(&pool, created.id, true)
+            .await
+            .unwrap()
+            .paused
+    );
+
+    let creds = accounts::credentials_for_job(&pool, created.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(creds.mailchimp_key, vec![9, 9, 9]);
+    assert_eq!(creds.destination_url, "https://records.example.com");
+    assert_eq!(creds.max_concurrency, 4);
+
+    accounts::create(&pool, &new_account("beta")).await.unwrap();
+    let names: Vec<String> = accounts::list(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, vec!["acme", "beta"]);
+
+    assert!(accounts::remove(&pool, created.id).await.unwrap());
+    assert!(!accounts::remove(&pool, created.id).await.unwrap());
+    assert!(accounts::credentials_for_job(&pool, created.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        accounts::update(&pool, created.id, &AccountUpdate::default()).await,
+        Err(AccountError::NotFound(_))
+    ));
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn account_rules_are_enforced_with_clear_errors(pool: PgPool) {
+    accounts::create(&pool, &new_account("acme")).await.unwrap();
+    let error = accounts::create(&pool, &new_account("acme"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AccountError::NameTaken(ref n) if n == "acme"),
+        "{error:?}"
+    );
+
+    let mut zero = new_account("zero");
+    zero.max_concurrency = 0;
+    assert!(matches!(
+        accounts::create(&pool, &zero).await,
+        Err(AccountError::Invalid(_))
+    ));
+    assert!(matches!(
+        accounts::create(&pool, &new_account("")).await,
+        Err(AccountError::Invalid(_))
+    ));
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn lists_round_trip_with_schedules_and_cursor_resets(pool: PgPool) {
+    let account = queue_support::account(&pool, "acme", 10).await;
+    let other = queue_support::account(&pool, "other", 10).await;
+    let added = lists::add(
+        &pool,
+        &NewList {
+            account_id: account,
+            mailchimp_list_id: "a1b2c3".to_owned(),
+            name: Some("Newsletter".to_owned()),
+            schedule: lists::DEFAULT_SCHEDULE,
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(added.schedule, Duration::from_secs(3600));
+    assert_eq!(added.synced_until, None);
+    assert_eq!(lists::get(&pool, added.id).await.unwrap().unwrap(), added);
+    queue_support::list(&pool, other, "zzz").await;
+
+    let duplicate = NewList {
+        account_id: account,
+        mailchimp_list_id: "a1b2c3".to_owned(),
+        name: None,
+        schedule: Duration::from_secs(600),
+        enabled: true,
+    };
+    assert!(matches!(
+        lists::add(&pool, &duplicate).await,
+        Err(ListError::Duplicate { .. })
+    ));
+    let orphan = NewList {
+        account_id: other + 100,
+        ..duplicate.clone()
+    };
+    assert!(matches!(
+        lists::add(&pool, &orphan).await,
+        Err(ListError::AccountNotFound(_))
+    ));
+    let bad_id = NewList {
+        mailchimp_list_id: "no spaces!".to_owned(),
+        ..duplicate.clone()
+    };
+    assert!(matches!(
+        lists::add(&pool, &bad_id).await,
+        Err(ListError::Invalid(_))
+    ));
+
+    assert_eq!(
+        lists::list(&pool, Some(account)).await.unwrap(),
+        vec![added.clone()]
+    );
+    assert_eq!(lists::list(&pool, None).await.unwrap().len(), 2);
+
+    let changed = lists::set_schedule(&pool, added.id, Duration::from_secs(900))
+        .await
+        .unwrap();
+    assert_eq!(changed.schedule, Duration::from_secs(900));
+    assert!(matches!(
+        lists::set_schedule(&pool, added.id, Duration::from_secs(5)).await,
+        Err(ListError::Invalid(_))
+    ));
+    assert!(
+        !lists::set_enabled(&pool, added.id, false)
+            .await
+            .unwrap()
+            .enabled
+    );
+    let cursor = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    assert_eq!(
+        lists::reset_cursor(&pool, added.id, Some(cursor))
+            .await
+            .unwrap()
+            .synced_until,
+        Some(cursor)
+    );
+    assert_eq!(
+        lists::reset_cursor(&pool, added.id, None)
+            .await
+            .unwrap()
+            .synced_until,
+        None
+    );
+    assert!(matches!(
+        lists::set_enabled(&pool, added.id + 100, true).await,
+        Err(ListError::NotFound(_))
+    ));
+    assert!(lists::remove(&pool, added.id).await.unwrap());
+    assert!(lists::get(&pool, added.id).await.unwrap().is_none());
+}

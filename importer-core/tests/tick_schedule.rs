@@ -1,0 +1,176 @@
+//! The scheduler tick: each due run created once, even by concurrent callers; lists with an
+//! active run, of a paused account, or disabled get none; idempotent within a slot.
+#![allow(clippy::unwrap_used)]
+
+mod queue_support;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use importer_core::queue::{self, Completion, JobKind};
+use importer_core::runs::{self, RequestedMode, RunMode, RunRequest, RunStatus, Trigger};
+use importer_core::{accounts, lists, tick};
+use queue_support::{account, account_with_list, list, pool, pools, LEASE};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::sync::Barrier;
+
+fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, h, m, 0).unwrap()
+}
+
+async fn runs_of(pool: &PgPool, list: i64) -> Vec<runs::Run> {
+    let filter = runs::RunFilter {
+        list_id: Some(list),
+        ..Default::default()
+    };
+    runs::list(pool, &filter).await.unwrap()
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn concurrent_ticks_create_each_due_run_once(_: PgPoolOptions, connect: PgConnectOptions) {
+    let setup = pool(&connect, 2).await;
+    let mut due = Vec::new();
+    for a in 0..5 {
+        let account = account(&setup, &format!("acct{a}"), 10).await;
+        for l in 0..20 {
+            due.push(list(&setup, account, &format!("a{a}l{l}")).await);
+        }
+    }
+    let now = at(10, 17);
+    let barrier = Arc::new(Barrier::new(4));
+    let mut ticks = tokio::task::JoinSet::new();
+    for pool in pools(&connect, 4).await {
+        let barrier = barrier.clone();
+        ticks.spawn(async move {
+            barrier.wait().await;
+            tick::tick(&pool, now).await.unwrap()
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(result) = ticks.join_next().await {
+        created.extend(result.unwrap());
+    }
+    created.sort_by_key(|t| t.list_id);
+    let lists: Vec<i64> = created.iter().map(|t| t.list_id).collect();
+    assert_eq!(
+        lists, due,
+        "every due list got exactly one run, across all callers"
+    );
+
+    let runs: Vec<(i64, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT list_id, mode, scheduled_for, until FROM importer.runs ORDER BY list_id",
+    )
+    .fetch_all(&setup)
+    .await
+    .unwrap();
+    assert_eq!(runs.len(), due.len());
+    assert!(runs
+        .iter()
+        .all(|(_, mode, slot, until)| mode == "full" && *slot == at(10, 0) && *until == now));
+    let plans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM importer.jobs j JOIN importer.runs r ON r.id = j.run_id
+          WHERE j.kind = 'plan_run' AND j.args = jsonb_build_object('run_id', r.id)",
+    )
+    .fetch_one(&setup)
+    .await
+    .unwrap();
+    assert_eq!(plans, due.len() as i64, "each run has its plan job");
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn tick_skips_active_paused_and_disabled_lists(pool: PgPool) {
+    let (_, due) = account_with_list(&pool, "due", 10).await;
+    let (_, busy) = account_with_list(&pool, "busy", 10).await;
+    let (paused_account, paused) = account_with_list(&pool, "paused", 10).await;
+    let (_, disabled) = account_with_list(&pool, "disabled", 10).await;
+    let admin_run = runs::create(
+        &pool,
+        busy,
+        RunRequest {
+            mode: RequestedMode::Auto,
+        },
+    )
+    .await
+    .unwrap();
+    accounts::set_paused(&pool, paused_account, true)
+        .await
+        .unwrap();
+    lists::set_enabled(&pool, disabled, false).await.unwrap();
+
+    let created = tick::tick(&pool, Utc::now()).await.unwrap();
+    assert_eq!(
+        created.iter().map(|t| t.list_id).collect::<Vec<_>>(),
+        vec![due]
+    );
+    assert_eq!(runs_of(&pool, busy).await.len(), 1);
+    assert_eq!(runs_of(&pool, busy).await[0].id, admin_run.id);
+    assert!(runs_of(&pool, paused).await.is_empty());
+    assert!(runs_of(&pool, disabled).await.is_empty());
+
+    // Resumed and re-enabled lists are picked up by the next tick of the same slot.
+    accounts::set_paused(&pool, paused_account, false)
+        .await
+        .unwrap();
+    lists::set_enabled(&pool, disabled, true).await.unwrap();
+    let mut created: Vec<i64> = tick::tick(&pool, Utc::now())
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.list_id)
+        .collect();
+    created.sort_unstable();
+    assert_eq!(created, vec![paused, disabled]);
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn tick_is_idempotent_within_a_slot_and_creates_the_next_slot_incrementally(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let first = tick::tick(&pool, at(10, 5)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].list_id, first[0].mode), (list, RunMode::Full));
+    assert!(tick::tick(&pool, at(10, 5)).await.unwrap().is_empty());
+    assert!(tick::tick(&pool, at(10, 59)).await.unwrap().is_empty());
+    // Next slot, but the previous run is still active: nothing.
+    assert!(tick::tick(&pool, at(11, 1)).await.unwrap().is_empty());
+
+    // Finish the first run (a plan with nothing to import).
+    let plan = queue::claim(&pool, "w", 10, LEASE).await.unwrap();
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].kind, JobKind::PlanRun);
+    queue::complete(&pool, plan[0].fence(), Completion::default())
+        .await
+        .unwrap();
+    let done = runs::get(&pool, first[0].run_id).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.until, at(10, 5));
+
+    // The finished run's slot stays filled; the next slot gets an incremental run.
+    assert!(tick::tick(&pool, at(10, 30)).await.unwrap().is_empty());
+    let second = tick::tick(&pool, at(11, 2)).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].mode, RunMode::Incremental);
+    let run = runs::get(&pool, second[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.since, Some(at(10, 5)), "since = the cursor");
+    assert_eq!(run.until, at(11, 2));
+    assert_eq!(run.scheduled_for, Some(at(11, 0)));
+    assert_eq!(run.trigger, Trigger::Schedule);
+    assert!(tick::tick(&pool, at(11, 3)).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn slots_follow_each_lists_schedule(pool: PgPool) {
+    let account = account(&pool, "acme", 10).await;
+    let quarter = list(&pool, account, "quarter").await;
+    lists::set_schedule(&pool, quarter, std::time::Duration::from_secs(15 * 60))
+        .await
+        .unwrap();
+    let daily = list(&pool, account, "daily").await;
+    lists::set_schedule(&pool, daily, std::time::Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    tick::tick(&pool, at(10, 50)).await.unwrap();
+    let slot = |runs: Vec<runs::Run>| runs[0].scheduled_for.unwrap();
+    assert_eq!(slot(runs_of(&pool, quarter).await), at(10, 45));
+    assert_eq!(slot(runs_of(&pool, daily).await), at(0, 0));
+}

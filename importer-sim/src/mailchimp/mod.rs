@@ -1,0 +1,200 @@
+//! The Mailchimp simulator: its state behind a cheap handle, and its HTTP router.
+//!
+//! Serves `/3.0/...` (the API) and `/_sim/...` (the control API, see `control.rs`) on one port.
+
+mod api;
+mod auth;
+mod control;
+mod faults;
+mod fields;
+mod json;
+mod member_parts;
+mod member_view;
+mod members;
+mod problem;
+mod query;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use md5::{Digest, Md5};
+
+pub use auth::KeyStats;
+pub use faults::MailchimpFaults;
+
+use crate::config::MailchimpSimConfig;
+use crate::record::ExpectedRecord;
+use crate::{read, write};
+use auth::KeyEntry;
+use faults::FaultState;
+use members::ListMeta;
+use store::ListData;
+
+/// Handle to the Mailchimp simulator's state (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct MailchimpSim {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    seed: u64,
+    config: MailchimpSimConfig,
+    keys: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    key_counter: AtomicU64,
+    lists: RwLock<HashMap<String, Arc<RwLock<ListData>>>>,
+    faults: FaultState,
+    request_counter: AtomicU64,
+}
+
+impl MailchimpSim {
+    /// An empty simulator (no keys, no lists).
+    pub fn new(seed: u64, config: MailchimpSimConfig) -> MailchimpSim {
+        MailchimpSim {
+            inner: Arc::new(Inner {
+                seed,
+                config,
+                keys: RwLock::default(),
+                key_counter: AtomicU64::new(0),
+                lists: RwLock::default(),
+                faults: FaultState::new(seed),
+                request_counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The axum router of the API and the control API.
+    pub fn router(&self) -> Router {
+        api::routes()
+            .merge(control::routes())
+            .fallback(api::not_found)
+            .with_state(self.clone())
+    }
+
+    /// The switches this simulator runs with.
+    pub fn config(&self) -> &MailchimpSimConfig {
+        &self.inner.config
+    }
+
+    /// Registers and returns a new key `<32 hex>-<dc>`, deterministic from the seed and a counter.
+    pub fn new_api_key(&self, dc: &str) -> String {
+        let n = self.inner.key_counter.fetch_add(1, Ordering::Relaxed);
+        let digest = Md5::digest(format!("api-key:{}:{n}", self.inner.seed).as_bytes());
+        let key = format!("{}-{dc}", hex::encode(digest));
+        self.add_api_key(&key);
+        key
+    }
+
+    /// Registers `key` (again valid if it was revoked).
+    pub fn add_api_key(&self, key: &str) {
+        let mut keys = write(&self.inner.keys);
+        let entry = keys.entry(key.to_owned()).or_default();
+        entry.revoked.store(false, Ordering::Release);
+    }
+
+    /// Revokes `key`: its requests get 401 "API Key Invalid".
+    pub fn revoke_api_key(&self, key: &str) {
+        if let Some(entry) = read(&self.inner.keys).get(key) {
+            entry.revoked.store(true, Ordering::Release);
+        }
+    }
+
+    /// The entry of a registered, valid key.
+    fn valid_key(&self, key: &str) -> Option<Arc<KeyEntry>> {
+        read(&self.inner.keys)
+            .get(key)
+            .filter(|e| !e.revoked.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// Creates (or replaces) list `list_id` owned by `api_key` with `members` generated members.
+    /// Registers `api_key` if it is unknown.
+    pub fn create_list(&self, api_key: &str, list_id: &str, members: usize) {
+        if !read(&self.inner.keys).contains_key(api_key) {
+            self.add_api_key(api_key);
+        }
+        let meta = ListMeta::new(self.inner.seed, list_id, api_key, auth::key_dc(api_key));
+        let list = ListData::new(meta, members);
+        write(&self.inner.lists).insert(list_id.to_owned(), Arc::new(RwLock::new(list)));
+    }
+
+    fn list(&self, list_id: &str) -> Option<Arc<RwLock<ListData>>> {
+        read(&self.inner.lists).get(list_id).cloned()
+    }
+
+    /// True when `list_id` exists.
+    pub fn has_list(&self, list_id: &str) -> bool {
+        self.list(list_id).is_some()
+    }
+
+    /// Current member count of a list (`None`: unknown list).
+    pub fn member_count(&self, list_id: &str) -> Option<usize> {
+        self.list(list_id).map(|l| read(&l).members.len())
+    }
+
+    fn mutate(&self, list_id: &str, f: impl FnOnce(&mut ListData) -> Vec<String>) -> Vec<String> {
+        match self.list(list_id) {
+            Some(list) => f(&mut write(&list)),
+            None => {
+                tracing::warn!(list_id, "mutation of an unknown list ignored");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Changes names (and some statuses) of `n` members spread over the list, `last_changed` =
+    /// now; returns their ids (empty for an unknown list).
+    pub fn modify_members(&self, list_id: &str, n: usize) -> Vec<String> {
+        self.mutate(list_id, |l| l.modify(n))
+    }
+
+    /// Adds `n` members at the end of the insertion order, `last_changed` = now; returns ids.
+    pub fn add_members(&self, list_id: &str, n: usize) -> Vec<String> {
+        self.mutate(list_id, |l| l.add(n))
+    }
+
+    /// Permanently deletes `n` members spread over the list; returns their ids.
+    pub fn delete_members(&self, list_id: &str, n: usize) -> Vec<String> {
+        self.mutate(list_id, |l| l.delete(n))
+    }
+
+    /// Archives `n` members spread over the list, `last_changed` = now; returns their ids.
+    pub fn archive_members(&self, list_id: &str, n: usize) -> Vec<String> {
+        self.mutate(list_id, |l| l.archive(n))
+    }
+
+    /// The current members of a list mapped as CONTRACTS.md says (empty for an unknown list).
+    pub fn expected_records(&self, list_id: &str) -> Vec<ExpectedRecord> {
+        self.list(list_id)
+            .map(|l| read(&l).expected())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the fault switches.
+    pub fn set_faults(&self, faults: MailchimpFaults) {
+        self.inner.faults.set(faults);
+    }
+
+    /// The current fault switches (with what is left of a 429 burst).
+    pub fn faults(&self) -> MailchimpFaults {
+        self.inner.faults.get()
+    }
+
+    /// Counters of `api_key` (zeros for an unknown key).
+    pub fn key_stats(&self, api_key: &str) -> KeyStats {
+        read(&self.inner.keys)
+            .get(api_key)
+            .map(|e| e.stats())
+            .unwrap_or_default()
+    }
+
+    /// Zeroes every key's counters.
+    pub fn reset_stats(&self) {
+        for entry in read(&self.inner.keys).values() {
+            entry.reset();
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! `importer-sim`: serves the Mailchimp and destination simulators until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use importer_sim::SimConfig;
+use tracing_subscriber::EnvFilter;
+
+/// Simulators of the Mailchimp Marketing API and of the destination records API.
+#[derive(Debug, Parser)]
+#[command(name = "importer-sim", version)]
+struct Args {
+    /// TOML configuration (switches, seeded accounts, lists and destination keys).
+    #[arg(long, env = "IMPORTER_SIM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the Mailchimp simulator (API under /3.0).
+    #[arg(
+        long,
+        env = "IMPORTER_SIM_MAILCHIMP_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    mailchimp_addr: SocketAddr,
+    /// Address of the destination simulator (POST /record).
+    #[arg(
+        long,
+        env = "IMPORTER_SIM_DESTINATION_ADDR",
+        default_value = "0.0.0.0:8082"
+    )]
+    destination_addr: SocketAddr,
+    /// Seed of all generated data (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_SEED")]
+    seed: Option<u64>,
+    /// Mailchimp latency per request, in milliseconds (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_LATENCY_BASE_MS")]
+    latency_base_ms: Option<u64>,
+    /// Mailchimp latency per member returned, in microseconds (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_LATENCY_PER_MEMBER_US")]
+    latency_per_member_us: Option<u64>,
+    /// Destination latency per request, in milliseconds (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_DESTINATION_LATENCY_BASE_MS")]
+    destination_latency_base_ms: Option<u64>,
+    /// Destination latency per record, in microseconds (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_DESTINATION_LATENCY_PER_RECORD_US")]
+    destination_latency_per_record_us: Option<u64>,
+    /// Simultaneous Mailchimp requests per key (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_MAX_CONNECTIONS")]
+    max_connections_per_key: Option<usize>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "IMPORTER_SIM_LOG_JSON")]
+    log_json: bool,
+}
+
+impl Args {
+    /// The file's configuration with the flags applied on top.
+    fn config(&self) -> anyhow::Result<SimConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("Failed to read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("Failed to parse {}", path.display()))?
+            }
+            None => SimConfig::default(),
+        };
+        if let Some(seed) = self.seed {
+            config.seed = seed;
+        }
+        if let Some(ms) = self.latency_base_ms {
+            config.mailchimp.latency_base = Duration::from_millis(ms);
+        }
+        if let Some(us) = self.latency_per_member_us {
+            config.mailchimp.latency_per_member = Duration::from_micros(us);
+        }
+        if let Some(ms) = self.destination_latency_base_ms {
+            config.destination.latency_base = Duration::from_millis(ms);
+        }
+        if let Some(us) = self.destination_latency_per_record_us {
+            config.destination.latency_per_record = Duration::from_micros(us);
+        }
+        if let Some(n) = self.max_connections_per_key {
+            config.mailchimp.max_connections_per_key = n;
+        }
+        Ok(config)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = args.config()?;
+    let accounts = config.accounts.len();
+    let sim = importer_sim::start_on(config, args.mailchimp_addr, args.destination_addr)
+        .await
+        .context("Failed to start the simulators")?;
+    tracing::info!(
+        mailchimp = %sim.mailchimp_url(),
+        destination = %sim.destination_url(),
+        accounts,
+        "importer-sim ready"
+    );
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (containers) or Ctrl-C.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("Failed to install the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("Failed to listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("Failed to listen for Ctrl-C")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn example_config_parses_and_flags_override_it() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/sim.example.toml");
+        let args = Args::try_parse_from(["importer-sim", "--config", path, "--seed", "9"]).unwrap();
+        let config = args.config().unwrap();
+        assert_eq!(config.seed, 9);
+        assert_eq!(config.accounts.len(), 3);
+    }
+}

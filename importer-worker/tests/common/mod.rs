@@ -1,0 +1,337 @@
+//! End-to-end harness: a fresh database (from `#[sqlx::test]`), the simulators in process, and
+//! workers either in process (`importer_worker::run`) or as real `importer-worker` processes.
+//! Tests wait by probing the database (runs finished, queue drained), never by fixed sleeps.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use importer_core::accounts::{self, NewAccount};
+use importer_core::lists::{self, NewList};
+use importer_core::runs::{self, Run, RunStatus};
+use importer_core::secrets::{self, SecretBox};
+use importer_sim::{ExpectedRecord, Sim, SimConfig};
+use importer_worker::WorkerConfig;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// One account registered in both the simulator and the importer.
+pub struct TestAccount {
+    pub id: i64,
+    pub api_key: String,
+    pub destination_key: String,
+    pub lists: Vec<TestList>,
+}
+
+/// One list registered in both.
+#[derive(Clone)]
+pub struct TestList {
+    pub id: i64,
+    pub mailchimp_id: String,
+}
+
+/// The system under test.
+pub struct Harness {
+    pub pool: PgPool,
+    pub options: PgConnectOptions,
+    pub sim: Sim,
+    pub secret_hex: String,
+    pub secrets: SecretBox,
+    pub accounts: Vec<TestAccount>,
+}
+
+impl Harness {
+    /// Starts the simulators; `config` sets latency and switches.
+    pub async fn start(pool: PgPool, config: SimConfig) -> Self {
+        let options = (*pool.connect_options()).clone();
+        let sim = importer_sim::start(config).await.expect("simulator starts");
+        let secret_hex = SecretBox::generate_key_hex();
+        let secrets = SecretBox::from_hex(&secret_hex).unwrap();
+        Harness {
+            pool,
+            options,
+            sim,
+            secret_hex,
+            secrets,
+            accounts: Vec::new(),
+        }
+    }
+
+    /// The test database's URL, for worker processes: `DATABASE_URL` with its database swapped.
+    pub fn database_url(&self) -> String {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let db = self
+            .options
+            .get_database()
+            .expect("test database has a name");
+        let authority_start = base.find("://").map_or(0, |i| i + 3);
+        let (head, rest) = base.split_at(authority_start);
+        let path_start = rest.find('/').unwrap_or(rest.len());
+        let query = rest.find('?').map_or("", |q| &rest[q..]);
+        format!("{head}{}/{db}{query}", &rest[..path_start])
+    }
+
+    /// Registers an account with lists of the given sizes (index = list number).
+    pub async fn add_account(
+        &mut self,
+        name: &str,
+        sizes: &[usize],
+        max_concurrency: i32,
+    ) -> usize {
+        let mc = self.sim.mailchimp();
+        let api_key = mc.new_api_key("us6");
+        let destination_key = format!("dest-{name}-0123456789abcdef");
+        self.sim.destination().add_key(&destination_key);
+        let account = accounts::create(
+            &self.pool,
+            &NewAccount {
+                name: name.to_owned(),
+                mailchimp_key: self.secrets.encrypt(&api_key),
+                mailchimp_key_hint: secrets::redact_mailchimp_key(&api_key),
+                mailchimp_base_url: Some(self.sim.mailchimp_url()),
+                destination_url: self.sim.destination_url(),
+                destination_key: self.secrets.encrypt(&destination_key),
+                destination_key_hint: secrets::redact_destination_key(&destination_key),
+                max_concurrency,
+            },
+        )
+        .await
+        .unwrap();
+        let mut test_lists = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let mailchimp_id = format!("{name}{i}list");
+            mc.create_list(&api_key, &mailchimp_id, *size);
+            let list = lists::add(
+                &self.pool,
+                &NewList {
+                    account_id: account.id,
+                    mailchimp_list_id: mailchimp_id.clone(),
+                    name: None,
+                    schedule: Duration::from_secs(3600),
+                    enabled: true,
+                },
+            )
+            .await
+            .unwrap();
+            test_lists.push(TestList {
+                id: list.id,
+                mailchimp_id,
+            });
+        }
+        self.accounts.push(TestAccount {
+            id: account.id,
+            api_key,
+            destination_key,
+            lists: test_lists,
+        });
+        self.accounts.len() - 1
+    }
+
+    /// A worker configuration for tests: short lease and poll, no HTTP port, no tick.
+    pub fn worker_config(&self, concurrency: usize) -> WorkerConfig {
+        WorkerConfig {
+            concurrency,
+            lease_secs: 5,
+            poll_ms: 200,
+            tick_secs: 0,
+            shutdown_grace_secs: 10,
+            mailchimp_timeout_secs: 5,
+            destination_timeout_secs: 5,
+            ..WorkerConfig::default()
+        }
+    }
+
+    /// Starts an in-process worker.
+    pub async fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size())
+            .connect_with(self.options.clone())
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let secrets = self.secrets.clone();
+        let task = tokio::spawn(importer_worker::run(
+            config,
+            pool,
+            secrets,
+            shutdown.clone(),
+        ));
+        InProcessWorker { shutdown, task }
+    }
+
+    /// Starts a real `importer-worker` process with extra environment.
+    pub fn spawn_process(&self, env: &[(&str, String)]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_importer-worker"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", self.database_url())
+            .env("IMPORTER_SECRET_KEY", &self.secret_hex)
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .env("WORKER_HTTP_ADDR", "")
+            .env("WORKER_TICK_SECS", "0")
+            .env("WORKER_LEASE_SECS", "5")
+            .env("WORKER_POLL_MS", "200")
+            .env("MAILCHIMP_TIMEOUT_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("importer-worker starts")
+    }
+
+    /// Starts a run for every list of the harness (admin trigger, incremental or full).
+    pub async fn start_runs(&self) -> Vec<Run> {
+        let mut started = Vec::new();
+        for account in &self.accounts {
+            for list in &account.lists {
+                let run = runs::create(
+                    &self.pool,
+                    list.id,
+                    runs::RunRequest {
+                        mode: runs::RequestedMode::Auto,
+                    },
+                )
+                .await
+                .unwrap();
+                started.push(run);
+            }
+        }
+        started
+    }
+
+    /// Waits (probing the database) until every given run has finished; returns them.
+    pub async fn wait_finished(&self, ids: &[i64], timeout: Duration) -> Vec<Run> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut done = Vec::new();
+            for id in ids {
+                let run = runs::get(&self.pool, *id).await.unwrap().unwrap();
+                if !run.status.is_active() {
+                    done.push(run);
+                }
+            }
+            if done.len() == ids.len() {
+                return done;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "runs {ids:?} not finished after {timeout:?}: {} done",
+                done.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until some jobs of `run_id` are done.
+    pub async fn wait_jobs_done(&self, run_id: i64, at_least: i32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = runs::get(&self.pool, run_id).await.unwrap().unwrap();
+            if run.jobs_done >= at_least || !run.status.is_active() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} made no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every current member of every list of `account`, as the destination should hold them.
+    pub fn expected(&self, account: usize) -> Vec<ExpectedRecord> {
+        let mc = self.sim.mailchimp();
+        self.accounts[account]
+            .lists
+            .iter()
+            .flat_map(|l| mc.expected_records(&l.mailchimp_id))
+            .collect()
+    }
+
+    /// Asserts the destination holds exactly the current members of every account.
+    pub fn assert_destination_matches(&self) {
+        for (i, account) in self.accounts.iter().enumerate() {
+            let v = self
+                .sim
+                .destination()
+                .verify(&account.destination_key, &self.expected(i));
+            assert!(
+                v.missing.is_empty() && v.stale.is_empty() && v.unexpected.is_empty(),
+                "account {i}: {} missing, {} stale, {} unexpected of {} expected",
+                v.missing.len(),
+                v.stale.len(),
+                v.unexpected.len(),
+                v.expected
+            );
+        }
+    }
+
+    /// The cursor of a list.
+    pub async fn cursor(&self, list_id: i64) -> Option<DateTime<Utc>> {
+        lists::get(&self.pool, list_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .synced_until
+    }
+
+    /// Ids missing or stale at the destination for `account`.
+    pub fn not_current(&self, account: usize) -> HashSet<String> {
+        let v = self.sim.destination().verify(
+            &self.accounts[account].destination_key,
+            &self.expected(account),
+        );
+        v.missing.into_iter().chain(v.stale).collect()
+    }
+}
+
+/// Sleeps until the wall clock enters a new second: `last_changed` has one-second resolution,
+/// so a mutation and the run that should see it must not share a second with the cursor.
+pub async fn next_second() {
+    let now = Utc::now();
+    let into = now.timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - into) + 20)).await;
+}
+
+/// A worker running in this process.
+pub struct InProcessWorker {
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<importer_worker::WorkerReport>>,
+}
+
+impl InProcessWorker {
+    /// Stops the worker gracefully and returns its report.
+    pub async fn stop(self) -> importer_worker::WorkerReport {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+/// Asserts a run completed with consistent counters.
+pub fn assert_completed(run: &Run) {
+    assert_eq!(
+        run.status,
+        RunStatus::Completed,
+        "run {} is {:?}: {:?}",
+        run.id,
+        run.status,
+        run.error
+    );
+    assert_eq!(run.jobs_pending, 0);
+    assert_eq!(run.jobs_dead, 0);
+    assert_eq!(run.jobs_done, run.jobs_total, "run {}", run.id);
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
