@@ -388,6 +388,9 @@ pub struct DemoArgs {
     /// Keep the demo database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_database: bool,
+    /// Give up (exit 1) if the syncs have not finished after this long.
+    #[arg(long, default_value = "10m", value_parser = parse_interval)]
+    pub timeout: Duration,
 }
 
 /// A usage error found after parsing (exit code 2, like clap's own).

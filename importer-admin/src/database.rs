@@ -50,7 +50,9 @@ pub fn redacted_url(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
     let authority = &url[start..end];
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
@@ -66,7 +68,9 @@ pub fn redacted_url(url: &str) -> String {
 /// `url` with its database (path) replaced by `database`, query parameters kept.
 pub fn with_database(url: &str, database: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let path = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    let path = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
     let query = url[path..].find('?').map_or(url.len(), |i| path + i);
     format!("{}/{database}{}", &url[..path], &url[query..])
 }
@@ -143,7 +147,10 @@ mod tests {
             "postgres://u:p@h:5432/demo?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h", "demo"), "postgres://h/demo");
-        assert_eq!(with_database("postgres://h?x=1", "demo"), "postgres://h/demo?x=1");
+        assert_eq!(
+            with_database("postgres://h?x=1", "demo"),
+            "postgres://h/demo?x=1"
+        );
     }
 
     #[tokio::test]

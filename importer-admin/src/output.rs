@@ -153,6 +153,12 @@ pub fn age(secs: f64) -> String {
     }
 }
 
+/// `1 job`, `2 jobs`: a count with its noun, plural when needed.
+pub fn count(n: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// Shortens `text` to `max` characters with an ellipsis (tables only; JSON keeps it whole).
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

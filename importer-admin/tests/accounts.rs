@@ -71,7 +71,7 @@ async fn accounts_can_be_added_listed_shown_updated_paused_resumed_and_removed(p
 
     let removed = admin.run(&["accounts", "remove", "acme-eu", "--yes"]).ok();
     assert!(
-        removed.stdout.contains("removed with its 1 lists"),
+        removed.stdout.contains("removed with its 1 list"),
         "{}",
         removed.stdout
     );

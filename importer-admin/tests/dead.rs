@@ -71,7 +71,7 @@ async fn dead_jobs_can_be_listed_shown_requeued_and_purged(pool: PgPool) {
         .run(&["dead", "requeue", "--error-contains", "not found"])
         .ok();
     assert!(
-        requeued.stdout.contains("requeued 1 dead jobs"),
+        requeued.stdout.contains("requeued 1 job"),
         "{}",
         requeued.stdout
     );
@@ -125,7 +125,7 @@ async fn dead_jobs_can_be_listed_shown_requeued_and_purged(pool: PgPool) {
         .unwrap();
     let purged = admin.run(&["dead", "purge", "--older-than", "7d"]).ok();
     assert!(
-        purged.stdout.contains("purged 1 dead jobs"),
+        purged.stdout.contains("purged 1 dead job"),
         "{}",
         purged.stdout
     );

@@ -36,6 +36,8 @@ async fn the_demo_imports_mutates_reimports_and_verifies_then_drops_its_database
             "1500",
             "--workers",
             "2",
+            "--timeout",
+            "2m",
         ])
         .ok();
     let out = &demo.stdout;

@@ -46,12 +46,14 @@ async fn migrate_applies_pending_migrations_once_and_check_fails_before(pool: Pg
     );
     let pending = admin.run(&["migrate", "--check"]).code(1);
     assert!(
-        pending.stdout.contains("pending migrations:"),
+        pending.stdout.contains("pending: 4 migrations"),
         "{}",
         pending.stdout
     );
     assert!(
-        pending.stderr.contains("migrations are pending"),
+        pending
+            .stderr
+            .contains("migrations pending; apply with importer-admin migrate"),
         "{}",
         pending.stderr
     );
@@ -195,7 +197,7 @@ async fn tick_creates_the_due_runs_and_prints_them(pool: PgPool) {
     admin.run(&["lists", "disable", "acme/two"]).ok();
     let ticked = admin.run(&["tick"]).ok();
     assert!(
-        ticked.stdout.contains("tick created 1 runs"),
+        ticked.stdout.contains("tick created 1 run:"),
         "{}",
         ticked.stdout
     );

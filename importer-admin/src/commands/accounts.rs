@@ -394,18 +394,18 @@ async fn remove<W: Write>(
     let lists = lists::list(pool, Some(account.id)).await?;
     if !yes {
         bail!(
-            "refusing to remove account {} (id {}) and its {} lists, runs and jobs without --yes",
+            "refusing to remove account {} (id {}) with its {}, runs and jobs without --yes",
             account.name,
             account.id,
-            lists.len()
+            output::count(lists.len() as u64, "list", "lists")
         );
     }
     accounts::remove(pool, account.id).await?;
     let text = format!(
-        "account {} (id {}) removed with its {} lists",
+        "account {} (id {}) removed with its {}",
         account.name,
         account.id,
-        lists.len()
+        output::count(lists.len() as u64, "list", "lists")
     );
     output::done(
         out,

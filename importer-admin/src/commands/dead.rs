@@ -145,7 +145,8 @@ pub async fn run<W: Write>(
             let before = Utc::now() - age;
             let purged = queue::purge_dead(pool, before).await?;
             let text = format!(
-                "purged {purged} dead jobs that died before {}",
+                "purged {} that died before {}",
+                output::count(purged, "dead job", "dead jobs"),
                 output::time(before)
             );
             output::done(
@@ -200,7 +201,11 @@ async fn show<W: Write>(pool: &PgPool, id: i64, format: Format, out: &mut W) -> 
             text(&e.error),
         ]);
     }
-    writeln!(out, "error history ({} entries):", history.len())?;
+    writeln!(
+        out,
+        "error history ({}):",
+        output::count(history.len() as u64, "entry", "entries")
+    )?;
     output::write_table(out, &t)
 }
 
@@ -234,6 +239,9 @@ async fn requeue<W: Write>(
         // clap's group makes exactly one selector present.
         (None, None, None) => anyhow::bail!("dead requeue needs --job, --run or --error-contains"),
     };
-    let text = format!("requeued {moved} {what} with fresh attempts");
+    let text = format!(
+        "requeued {} with fresh attempts ({what})",
+        output::count(moved, "job", "jobs")
+    );
     output::done(out, format, &text, &serde_json::json!({"requeued": moved}))
 }

@@ -56,13 +56,18 @@ pub async fn run<W: Write>(
             format!("cannot create the demo database {name} (the demo needs CREATEDB)")
         })?;
     let options = server.clone().database(&name);
-    let shutdown = CancellationToken::new();
-    let result = tokio::select! {
-        result = demo(&options, &name, &args, format, out, &shutdown) => result,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    // Ctrl-C stops the demo between steps: workers are stopped gracefully before the database
+    // is dropped, so no job is cut off mid-transaction.
+    let interrupt = CancellationToken::new();
+    let on_ctrl_c = {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            interrupted().await;
+            interrupt.cancel();
+        })
     };
-    // Workers of an interrupted demo stop here; a finished demo has stopped them already.
-    shutdown.cancel();
+    let result = demo(&options, &name, &args, format, out, &interrupt).await;
+    on_ctrl_c.abort();
     if args.keep_database {
         if format == Format::Table {
             writeln!(
@@ -81,6 +86,13 @@ pub async fn run<W: Write>(
     result
 }
 
+/// Resolves on Ctrl-C (never, if the handler cannot be installed).
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Everything between creating and dropping the database.
 async fn demo<W: Write>(
     options: &PgConnectOptions,
@@ -88,7 +100,7 @@ async fn demo<W: Write>(
     args: &DemoArgs,
     format: Format,
     out: &mut W,
-    shutdown: &CancellationToken,
+    interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let table = format == Format::Table;
@@ -106,6 +118,9 @@ async fn demo<W: Write>(
         .await
         .context("cannot start the simulators")?;
     let demo_lists = register(&pool, &secrets, &sim, args).await?;
+    if interrupt.is_cancelled() {
+        anyhow::bail!("interrupted by Ctrl-C");
+    }
     if table {
         writeln!(
             out,
@@ -124,8 +139,9 @@ async fn demo<W: Write>(
     // The scheduler creates every list's first (full) run; the workers pick them up.
     let ticked = tick::tick(&pool, Utc::now()).await?;
     let full_ids: Vec<i64> = ticked.iter().map(|r| r.run_id).collect();
-    let workers = start_workers(options, &secrets, args.workers, shutdown);
-    let outcome = async {
+    let shutdown = CancellationToken::new();
+    let workers = start_workers(options, &secrets, args.workers, &shutdown);
+    let phases = async {
         if table {
             writeln!(
                 out,
@@ -158,8 +174,15 @@ async fn demo<W: Write>(
         let incremental = watch::watch(&pool, &incremental_ids, REFRESH, display, out).await?;
         watch::require_completed(&incremental)?;
         Ok::<_, anyhow::Error>((full, incremental))
-    }
-    .await;
+    };
+    let outcome = tokio::select! {
+        outcome = phases => outcome,
+        _ = interrupt.cancelled() => Err(anyhow::anyhow!("interrupted by Ctrl-C")),
+        _ = tokio::time::sleep(args.timeout) => Err(anyhow::anyhow!(
+            "the syncs did not finish within {}; rerun with --keep-database to inspect the runs",
+            crate::output::interval(args.timeout)
+        )),
+    };
     shutdown.cancel();
     for worker in workers {
         match worker.await {

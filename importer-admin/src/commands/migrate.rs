@@ -34,19 +34,19 @@ pub async fn run<W: Write>(
         } else if pending.is_empty() {
             writeln!(
                 out,
-                "database is up to date ({} migrations applied)",
-                before.len()
+                "database is up to date ({} applied)",
+                migrations(before.len())
             )?;
         } else {
-            writeln!(out, "{} pending migrations:", pending.len())?;
+            writeln!(out, "pending: {}", migrations(pending.len()))?;
             for m in &pending {
                 writeln!(out, "  {} {}", m.version, m.description)?;
             }
         }
         if !pending.is_empty() {
             bail!(
-                "{} migrations are pending; apply them with importer-admin migrate",
-                pending.len()
+                "{} pending; apply with importer-admin migrate",
+                migrations(pending.len())
             );
         }
         return Ok(());
@@ -58,18 +58,26 @@ pub async fn run<W: Write>(
     let applied: Vec<&MigrationView> = pending;
     let text = if applied.is_empty() {
         format!(
-            "database is up to date ({} migrations applied)",
-            before.len()
+            "database is up to date ({} applied)",
+            migrations(before.len())
         )
     } else {
         let names: Vec<String> = applied
             .iter()
             .map(|m| format!("{} {}", m.version, m.description))
             .collect();
-        format!("applied {} migrations: {}", applied.len(), names.join(", "))
+        format!(
+            "applied {}: {}",
+            migrations(applied.len()),
+            names.join(", ")
+        )
     };
     let after = status(pool).await?;
     output::done(out, format, &text, &after)
+}
+
+fn migrations(n: usize) -> String {
+    output::count(n as u64, "migration", "migrations")
 }
 
 /// Every migration of this build and whether the database has it.

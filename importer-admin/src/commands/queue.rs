@@ -147,7 +147,8 @@ pub async fn run<W: Write>(pool: &PgPool, format: Format, out: &mut W) -> anyhow
         let total: i64 = report.depth.iter().map(|d| d.jobs).sum();
         writeln!(
             out,
-            "{total} jobs; oldest waiting job: {}",
+            "{}; oldest waiting job: {}",
+            output::count(total.unsigned_abs(), "job", "jobs"),
             report
                 .oldest_waiting_age_secs
                 .map_or_else(|| "none waiting".to_owned(), output::age)

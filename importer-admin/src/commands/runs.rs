@@ -61,11 +61,11 @@ pub async fn run<W: Write>(
                 .await?
                 .with_context(|| format!("run {id} vanished"))?;
             let text = format!(
-                "cancelled run {} of {}: {} queued jobs removed, {} records imported before",
+                "cancelled run {} of {}: {} removed from the queue, {} imported before",
                 row.run_id,
                 row.list_label(),
-                run.jobs_cancelled,
-                row.records_imported
+                output::count(run.jobs_cancelled.unsigned_abs(), "job", "jobs"),
+                output::count(row.records_imported.unsigned_abs(), "record", "records")
             );
             output::done(out, format, &text, &row)
         }

@@ -25,6 +25,10 @@ pub async fn run<W: Write>(pool: &PgPool, format: Format, out: &mut W) -> anyhow
         )?;
         return Ok(());
     }
-    writeln!(out, "tick created {} runs:", rows.len())?;
+    writeln!(
+        out,
+        "tick created {}:",
+        output::count(rows.len() as u64, "run", "runs")
+    )?;
     output::write_table(out, &runs::table(&rows))
 }
