@@ -13,7 +13,7 @@ use importer_core::queue::{self, ClaimedJob};
 use importer_core::secrets::SecretBox;
 use importer_core::tick;
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -66,6 +66,8 @@ async fn run_inner(
         max_batch: config.destination_max_batch,
         ..DestinationConfig::default()
     })?;
+    let capacity = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let (handoff_tx, mut handoff_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(JobContext {
         pool: pool.clone(),
         mailchimp,
@@ -73,6 +75,11 @@ async fn run_inner(
         secrets,
         slot_freed: Arc::new(Notify::new()),
         snooze_backoff: Backoff::snooze(),
+        worker_id: worker_id.clone(),
+        lease: config.lease(),
+        capacity,
+        handoff: handoff_tx,
+        stopping: shutdown.clone(),
     });
 
     // Background services stop on `services`, which is cancelled only after the jobs are done.
@@ -106,7 +113,16 @@ async fn run_inner(
         "worker started"
     );
     let tracker = TaskTracker::new();
-    let claimed = claim_loop(&config, &ctx, &worker_id, &in_flight, &tracker, &shutdown).await;
+    let claimed = claim_loop(
+        &config,
+        &ctx,
+        &worker_id,
+        &in_flight,
+        &tracker,
+        &mut handoff_rx,
+        &shutdown,
+    )
+    .await;
 
     // Graceful shutdown: no more claims; in-flight jobs get the grace period.
     tracker.close();
@@ -150,9 +166,10 @@ async fn claim_loop(
     worker_id: &str,
     in_flight: &InFlight,
     tracker: &TaskTracker,
+    handoffs: &mut mpsc::UnboundedReceiver<(ClaimedJob, OwnedSemaphorePermit)>,
     shutdown: &CancellationToken,
 ) -> u64 {
-    let capacity = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let capacity = &ctx.capacity;
     let mut listener = JobListener::connect(&ctx.pool).await;
     let mut claimed_total = 0u64;
     let mut error_backoff = Duration::from_millis(100);
@@ -160,7 +177,13 @@ async fn claim_loop(
         if shutdown.is_cancelled() {
             return claimed_total;
         }
-        let free = capacity.available_permits().min(config.claim_batch.max(1));
+        // Take the permits before claiming: handoffs take permits concurrently, and a claimed
+        // job without a permit would sit leased and unrun until its lease expired.
+        let mut permits: Vec<OwnedSemaphorePermit> =
+            std::iter::from_fn(|| capacity.clone().try_acquire_owned().ok())
+                .take(config.claim_batch.max(1))
+                .collect();
+        let free = permits.len();
         let mut filled = false;
         if free > 0 {
             match queue::claim(&ctx.pool, worker_id, free, config.lease()).await {
@@ -168,15 +191,12 @@ async fn claim_loop(
                     error_backoff = Duration::from_millis(100);
                     filled = jobs.len() == free;
                     claimed_total += jobs.len() as u64;
-                    for job in jobs {
-                        let Ok(permit) = capacity.clone().try_acquire_owned() else {
-                            // Cannot happen: we claimed at most the free permits.
-                            break;
-                        };
+                    for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
                         spawn_job(ctx, job, permit, in_flight, tracker);
                     }
                 }
                 Err(error) => {
+                    drop(permits);
                     tracing::warn!(%error, "claim failed; backing off");
                     tokio::select! {
                         _ = shutdown.cancelled() => return claimed_total,
@@ -187,12 +207,18 @@ async fn claim_loop(
                 }
             }
         }
+        drop(permits);
         if filled && capacity.available_permits() > 0 {
             // We got all we asked for: more may be waiting.
             continue;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return claimed_total,
+            Some((job, permit)) = handoffs.recv() => {
+                // A slot handed over by a finishing job: run its new job at once.
+                claimed_total += 1;
+                spawn_job(ctx, job, permit, in_flight, tracker);
+            }
             _ = listener.notified() => {}
             _ = ctx.slot_freed.notified() => {}
             _ = tokio::time::sleep(config.poll_interval()) => {}

@@ -208,7 +208,13 @@ async fn sigterm_mid_run_exits_zero_within_the_grace_period_and_loses_nothing(po
             .fetch_one(&h.pool)
             .await
             .unwrap();
-    assert_eq!(held, 0, "a stopped worker holds no lease");
+    let detail: Vec<(i64, Option<String>, i32, bool)> = sqlx::query_as(
+        "SELECT id, locked_by, attempts, holds_slot FROM importer.jobs WHERE locked_until IS NOT NULL",
+    )
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "a stopped worker holds no lease: {detail:?}");
     let during = importer_core::runs::get(&h.pool, run.id)
         .await
         .unwrap()

@@ -24,6 +24,7 @@ mod complete;
 mod dead;
 mod enqueue;
 mod fail;
+mod handoff;
 mod inspect;
 
 use std::fmt;
@@ -41,6 +42,7 @@ pub use dead::{
 };
 pub use enqueue::{enqueue, enqueue_many};
 pub use fail::{dead_letter, retry, retry_with, snooze, RetryOutcome, MAX_RETRY_AFTER};
+pub use handoff::{handoff_slot, Handoff};
 pub use inspect::{leases, queue_depth, JobState, LeaseRow, QueueDepthRow};
 
 /// The `LISTEN`/`NOTIFY` channel on which enqueues wake idle workers (empty payload).
@@ -131,7 +133,7 @@ impl NewJob {
 }
 
 /// A job leased by [`claim`]: the holder must settle it before `locked_until` (or heartbeat).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
 pub struct ClaimedJob {
     /// The job id.
     pub id: i64,

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use importer_core::mailchimp::{MailchimpAccount, MailchimpError, Member, MembersQuery};
 use importer_core::mapping::{self, Record};
-use importer_core::queue::{self, ClaimedJob, Completion, RejectedRecord};
+use importer_core::queue::{self, ClaimedJob, Completion, Handoff, RejectedRecord};
 use importer_core::window::{self, Page, PageArgs, PageSource};
+use tokio::sync::mpsc;
 
 use super::{credentials, JobContext, JobError};
 
@@ -70,11 +71,8 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
             "members left the window mid-run; gap re-read"
         );
     }
-    // Mailchimp is done for this job: free the slot before the destination round trip.
-    if !queue::release_slot(&ctx.pool, job.fence()).await? {
-        return Err(JobError::Fenced);
-    }
-    ctx.slot_freed.notify_one();
+    // Mailchimp is done for this job: pass the slot on before the destination round trip.
+    give_back_slot(ctx, job).await?;
 
     let (records, rejections) = mapping::map_page(read.items);
     let records = if read.requests > 1 {
@@ -108,6 +106,36 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         children: Vec::new(),
         members_total: None,
     })
+}
+
+/// Hands the job's Mailchimp slot to the next waiting job of the account (run by this worker) when
+/// this process has room for it, else releases it for any claimer.
+async fn give_back_slot(ctx: &JobContext, job: &ClaimedJob) -> Result<(), JobError> {
+    let permit = match ctx.stopping.is_cancelled() {
+        true => None,
+        false => ctx.capacity.clone().try_acquire_owned().ok(),
+    };
+    let Some(permit) = permit else {
+        if !queue::release_slot(&ctx.pool, job.fence()).await? {
+            return Err(JobError::Fenced);
+        }
+        ctx.slot_freed.notify_one();
+        return Ok(());
+    };
+    match queue::handoff_slot(&ctx.pool, job.fence(), &ctx.worker_id, ctx.lease).await? {
+        Handoff::Fenced => Err(JobError::Fenced),
+        Handoff::Released => {
+            ctx.slot_freed.notify_one();
+            Ok(())
+        }
+        Handoff::Next(next) => {
+            if let Err(mpsc::error::SendError((next, _))) = ctx.handoff.send((next, permit)) {
+                // The claim loop is gone (shutdown): give the job straight back.
+                queue::release(&ctx.pool, &[next.fence()]).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Drops the records a gap re-read fetched twice (the destination would upsert them anyway;

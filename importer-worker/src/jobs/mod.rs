@@ -15,7 +15,8 @@ use importer_core::queue::{self, ClaimedJob, Completion, JobKind, RetryOutcome};
 use importer_core::secrets::SecretBox;
 use importer_core::window::WindowError;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// What every job needs: the database, the HTTP clients and the key that opens the secrets.
 pub struct JobContext {
@@ -31,6 +32,16 @@ pub struct JobContext {
     pub slot_freed: Arc<Notify>,
     /// Backoff for rate-limited (snoozed) jobs without a Retry-After.
     pub snooze_backoff: Backoff,
+    /// This worker's id (`jobs.locked_by`).
+    pub worker_id: String,
+    /// The lease of a claimed job.
+    pub lease: Duration,
+    /// This process's job capacity; a slot handoff takes a permit for the job it receives.
+    pub capacity: Arc<Semaphore>,
+    /// Jobs received by slot handoff, for the claim loop to run.
+    pub handoff: mpsc::UnboundedSender<(ClaimedJob, OwnedSemaphorePermit)>,
+    /// Cancelled at shutdown: no more handoffs (the claim loop no longer takes jobs).
+    pub stopping: CancellationToken,
 }
 
 /// Why a job did not complete, and so what happens to it.

@@ -1,0 +1,77 @@
+//! Slot handoff: a job done with Mailchimp passes its slot straight to the next waiting job of the
+//! same account, in one statement.
+//!
+//! Releasing a slot and claiming again costs two transactions and a wake-up of the claim loop,
+//! during which the account has one Mailchimp request fewer in flight than it may. A handoff
+//! clears the holder's slot and leases the next waiting job (with a slot) atomically, so the
+//! account's live slot count never changes and no account lock is needed: the cap cannot be
+//! exceeded by a one-for-one swap, whatever concurrent claims do (they count either the old or
+//! the new slot, never both or neither).
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::{micros, ClaimedJob, Fence, QueueError};
+
+/// What a [`handoff_slot`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handoff {
+    /// The fence no longer holds a slot (lease taken over, or the slot already given back).
+    Fenced,
+    /// The slot was released; no job of the account was waiting (or the account is paused).
+    Released,
+    /// The slot now belongs to this job, leased to the caller.
+    Next(ClaimedJob),
+}
+
+/// Clears `fence`'s slot and, in the same statement, leases the next waiting job of the same
+/// account to `worker_id` with that slot. Errors are database failures, and then nothing changes.
+pub async fn handoff_slot(
+    pool: &PgPool,
+    fence: Fence,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Handoff, QueueError> {
+    let (released, next): (i64, Option<sqlx::types::Json<ClaimedJob>>) = sqlx::query_as(
+        "WITH released AS (
+             UPDATE importer.jobs SET holds_slot = false
+              WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL AND holds_slot
+             RETURNING account_id
+         ),
+         next AS (
+             SELECT j.id
+               FROM importer.jobs j
+               JOIN released r ON j.account_id = r.account_id
+               JOIN importer.accounts a ON a.id = r.account_id AND NOT a.paused
+              WHERE j.locked_until IS NULL AND j.run_after <= now()
+              ORDER BY j.run_after, j.id
+              LIMIT 1
+                FOR UPDATE OF j SKIP LOCKED
+         ),
+         claimed AS (
+             UPDATE importer.jobs j
+                SET attempts = j.attempts + 1,
+                    locked_by = $3,
+                    locked_until = now() + $4 * interval '1 microsecond',
+                    holds_slot = true
+               FROM next
+              WHERE j.id = next.id AND j.locked_until IS NULL
+             RETURNING j.id, j.kind, j.args, j.account_id, j.run_id, j.attempts AS attempt,
+                       j.max_attempts, j.locked_until
+         )
+         SELECT (SELECT count(*) FROM released),
+                (SELECT to_jsonb(c) FROM claimed c)",
+    )
+    .bind(fence.job_id)
+    .bind(fence.attempt)
+    .bind(worker_id)
+    .bind(micros(lease))
+    .fetch_one(pool)
+    .await?;
+    Ok(match (released, next) {
+        (0, _) => Handoff::Fenced,
+        (_, None) => Handoff::Released,
+        (_, Some(job)) => Handoff::Next(job.0),
+    })
+}

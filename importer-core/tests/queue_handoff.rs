@@ -1,0 +1,91 @@
+//! Slot handoff: a job done with Mailchimp passes its slot to the next waiting job of the same
+//! account in one statement, never exceeding the account's cap.
+#![allow(clippy::unwrap_used)]
+
+mod queue_support;
+
+use importer_core::queue::{self, Handoff, JobKind, NewJob};
+use queue_support::{account, live_slots, LEASE};
+use sqlx::PgPool;
+
+async fn jobs(pool: &PgPool, account_id: i64, n: usize) {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|k| {
+            NewJob::new(
+                JobKind::ImportWindow,
+                serde_json::json!({ "k": k }),
+                account_id,
+            )
+        })
+        .collect();
+    queue::enqueue_many(pool, &jobs).await.unwrap();
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_handoff_passes_the_slot_to_the_next_job_and_keeps_the_cap(pool: PgPool) {
+    let acct = account(&pool, "handoff", 2).await;
+    jobs(&pool, acct, 4).await;
+    let held = queue::claim(&pool, "w1", 10, LEASE).await.unwrap();
+    assert_eq!(held.len(), 2, "the cap is 2");
+    assert_eq!(live_slots(&pool, acct).await, 2);
+
+    let next = match queue::handoff_slot(&pool, held[0].fence(), "w1", LEASE)
+        .await
+        .unwrap()
+    {
+        Handoff::Next(job) => job,
+        other => panic!("expected the next job, got {other:?}"),
+    };
+    assert_eq!(next.account_id, acct);
+    assert_eq!(next.attempt, 1);
+    assert!(held.iter().all(|h| h.id != next.id));
+    assert_eq!(live_slots(&pool, acct).await, 2, "one slot out, one in");
+    assert!(
+        queue::claim(&pool, "w2", 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the account is still at its cap"
+    );
+
+    // The old holder's slot is gone: a second handoff on the same fence changes nothing.
+    assert_eq!(
+        queue::handoff_slot(&pool, held[0].fence(), "w1", LEASE)
+            .await
+            .unwrap(),
+        Handoff::Fenced
+    );
+    assert_eq!(live_slots(&pool, acct).await, 2);
+
+    // The last waiting job, then nothing left: the slot is simply released.
+    assert!(matches!(
+        queue::handoff_slot(&pool, held[1].fence(), "w1", LEASE)
+            .await
+            .unwrap(),
+        Handoff::Next(_)
+    ));
+    assert_eq!(
+        queue::handoff_slot(&pool, next.fence(), "w1", LEASE)
+            .await
+            .unwrap(),
+        Handoff::Released
+    );
+    assert_eq!(live_slots(&pool, acct).await, 1);
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_paused_account_gets_no_handoff(pool: PgPool) {
+    let acct = account(&pool, "paused", 1).await;
+    jobs(&pool, acct, 2).await;
+    let held = queue::claim(&pool, "w1", 10, LEASE).await.unwrap();
+    importer_core::accounts::set_paused(&pool, acct, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::handoff_slot(&pool, held[0].fence(), "w1", LEASE)
+            .await
+            .unwrap(),
+        Handoff::Released
+    );
+    assert_eq!(live_slots(&pool, acct).await, 0);
+}
