@@ -3,9 +3,10 @@
 //! `cargo run --release -p importer-bench --bin pickup_latency -- --samples 300`
 //!
 //! A claimer idles on the worker's own LISTEN/NOTIFY listener and claims on wake-up, exactly as
-//! the worker's claim loop does; the inserter enqueues one job every 20 ms. Latency is measured
-//! from just before the insert statement to the claim returning the job (so it includes the
-//! insert's commit). Reported: p50, p90, p99, max.
+//! the worker's claim loop does; the inserter enqueues one job every 20 ms. Two latencies per
+//! job: from the moment its insert committed (the job exists) to the claim returning it, and from
+//! before the insert statement (so including the insert's own commit). Reported: p50, p90, p99,
+//! max of each.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             &NewJob::new(JobKind::ImportWindow, serde_json::json!({}), account),
         )
         .await?;
-        inserted.insert(id, t0);
+        inserted.insert(id, (t0, Instant::now()));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
@@ -91,25 +92,35 @@ async fn main() -> anyhow::Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    let mut latencies: Vec<Duration> = inserted
-        .iter()
-        .filter_map(|(id, t0)| claimed.get(id).map(|t1| t1.saturating_duration_since(*t0)))
-        .collect();
-    let missing = inserted.len() - latencies.len();
+    let mut from_commit = Vec::new();
+    let mut from_call = Vec::new();
+    for (id, (called, committed)) in &inserted {
+        if let Some(at) = claimed.get(id) {
+            from_commit.push(at.saturating_duration_since(*committed));
+            from_call.push(at.saturating_duration_since(*called));
+        }
+    }
+    let missing = inserted.len() - from_commit.len();
     pool.close().await;
     db.drop_db().await?;
     anyhow::ensure!(missing == 0, "{missing} jobs were never claimed");
     println!(
         "pickup_latency ({} samples, one insert every {} ms, claimer idle on LISTEN)",
-        latencies.len(),
+        from_commit.len(),
         cli.gap_ms
     );
-    println!(
-        "  p50 {}  p90 {}  p99 {}  max {}  (target p50 < 3 ms)",
-        ms(quantile(&mut latencies, 0.5)),
-        ms(quantile(&mut latencies, 0.9)),
-        ms(quantile(&mut latencies, 0.99)),
-        ms(quantile(&mut latencies, 1.0))
-    );
+    for (what, samples) in [
+        ("from insert commit", &mut from_commit),
+        ("from insert call  ", &mut from_call),
+    ] {
+        println!(
+            "  {what}: p50 {}  p90 {}  p99 {}  max {}",
+            ms(quantile(samples, 0.5)),
+            ms(quantile(samples, 0.9)),
+            ms(quantile(samples, 0.99)),
+            ms(quantile(samples, 1.0))
+        );
+    }
+    println!("  (target: p50 < 3 ms)");
     Ok(())
 }
