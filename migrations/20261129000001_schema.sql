@@ -51,7 +51,7 @@ CREATE TABLE importer.lists (
 );
 COMMENT ON TABLE importer.lists IS 'A Mailchimp audience of an account, synced on its schedule';
 COMMENT ON COLUMN importer.lists.mailchimp_list_id IS 'Mailchimp audience id (the {list_id} in /lists/{list_id}/members)';
-COMMENT ON COLUMN importer.lists.schedule IS 'How often a scheduled run is created (slots are aligned to multiples of this interval since the epoch)';
+COMMENT ON COLUMN importer.lists.schedule IS 'How often a scheduled run is created: once per period, at a fixed per-list phase within it (see importer.tick)';
 COMMENT ON COLUMN importer.lists.enabled IS 'A disabled list gets no scheduled runs (an operator may still start one)';
 COMMENT ON COLUMN importer.lists.synced_until IS 'Cursor: every member changed before this instant has been delivered. NULL = never synced, next run is full';
 

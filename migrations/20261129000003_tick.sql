@@ -7,8 +7,12 @@
 -- a concurrent caller that lost the race skip the row instead of failing, and rows are inserted
 -- in list order so concurrent callers wait on each other in the same order (no deadlock).
 --
--- Slots are aligned to the epoch: slot = floor(now / schedule) * schedule, so an hourly list is
--- due at every full hour (UTC) and all workers agree on the slot without talking to each other.
+-- Slots: every list has a fixed phase within its schedule, phase = ((id mod s) * 7919) mod s
+-- seconds (s = the schedule in seconds; 7919 is prime, so consecutive ids spread evenly over the
+-- period), and slot = phase + floor((now - phase) / s) * s. All workers compute the same slot
+-- without talking to each other, and 10,000 hourly lists fall due a few per tick through the hour
+-- instead of all at the top of it (which would start 10,000 runs, and their Mailchimp traffic,
+-- in one tick). A new list's current slot is already due, so its first sync starts at once.
 CREATE FUNCTION importer.tick(now timestamptz DEFAULT now())
 RETURNS TABLE (run_id bigint, list_id bigint, account_id bigint, mode text)
 LANGUAGE plpgsql AS $$
@@ -19,9 +23,13 @@ BEGIN
         SELECT l.id AS list_id,
                l.account_id,
                l.synced_until,
-               to_timestamp((floor(extract(epoch FROM tick.now) / extract(epoch FROM l.schedule))
-                             * extract(epoch FROM l.schedule))::float8) AS slot
+               to_timestamp((p.phase + floor((extract(epoch FROM tick.now) - p.phase) / p.period)
+                                        * p.period)::float8) AS slot
           FROM importer.lists l
+         CROSS JOIN LATERAL (
+               SELECT floor(extract(epoch FROM l.schedule))::bigint AS period) sp
+         CROSS JOIN LATERAL (
+               SELECT sp.period, ((l.id % sp.period) * 7919) % sp.period AS phase) p
           JOIN importer.accounts a ON a.id = l.account_id
          WHERE l.enabled
            AND NOT a.paused
@@ -62,4 +70,4 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION importer.tick(timestamptz) IS
-    'Creates the due scheduled runs (one per enabled list of an unpaused account, per epoch-aligned slot, none while the list has an active run) with their plan_run jobs; idempotent and safe to call concurrently. Returns the runs it created.';
+    'Creates the due scheduled runs (one per enabled list of an unpaused account, per slot of its schedule at the list''s fixed phase, none while the list has an active run) with their plan_run jobs; idempotent and safe to call concurrently. Returns the runs it created.';

@@ -37,7 +37,7 @@ pub struct List {
     pub mailchimp_list_id: String,
     /// A name for people.
     pub name: Option<String>,
-    /// How often a scheduled run is created (slots aligned to the epoch).
+    /// How often a scheduled run is created (once per period, at the list's fixed phase).
     pub schedule: Duration,
     /// Whether scheduled runs are created.
     pub enabled: bool,

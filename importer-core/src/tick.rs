@@ -1,5 +1,5 @@
 //! The scheduler tick: creates the due scheduled runs by calling the SQL function
-//! `importer.tick(now)` (see its migration for the rules: epoch-aligned slots, one run per list
+//! `importer.tick(now)` (see its migration for the rules: one slot per schedule period at a fixed per-list phase, one run per list
 //! and slot, none while the list has an active run or its account is paused).
 //!
 //! Every worker calls [`tick`] every few seconds; concurrent calls are safe because unique

@@ -19,6 +19,14 @@ fn at(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, h, m, 0).unwrap()
 }
 
+/// The slot `importer.tick` gives `list` at `now`: its fixed phase within the schedule of
+/// `period` seconds, `((id mod s) * 7919) mod s`, plus whole periods.
+fn slot_of(list: i64, period: i64, now: DateTime<Utc>) -> DateTime<Utc> {
+    let phase = ((list % period) * 7919) % period;
+    let slot = phase + (now.timestamp() - phase).div_euclid(period) * period;
+    DateTime::from_timestamp(slot, 0).unwrap()
+}
+
 async fn runs_of(pool: &PgPool, list: i64) -> Vec<runs::Run> {
     let filter = runs::RunFilter {
         list_id: Some(list),
@@ -65,9 +73,14 @@ async fn concurrent_ticks_create_each_due_run_once(_: PgPoolOptions, connect: Pg
     .await
     .unwrap();
     assert_eq!(runs.len(), due.len());
-    assert!(runs
-        .iter()
-        .all(|(_, mode, slot, until)| mode == "full" && *slot == at(10, 0) && *until == now));
+    assert!(runs.iter().all(|(list, mode, slot, until)| mode == "full"
+        && *slot == slot_of(*list, 3600, now)
+        && *until == now));
+    let phases: std::collections::HashSet<DateTime<Utc>> = runs.iter().map(|r| r.2).collect();
+    assert!(
+        phases.len() > due.len() / 2,
+        "lists are spread over the hour, not all at its top"
+    );
     let plans: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM importer.jobs j JOIN importer.runs r ON r.id = j.run_id
           WHERE j.kind = 'plan_run' AND j.args = jsonb_build_object('run_id', r.id)",
@@ -126,13 +139,24 @@ async fn tick_skips_active_paused_and_disabled_lists(pool: PgPool) {
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn tick_is_idempotent_within_a_slot_and_creates_the_next_slot_incrementally(pool: PgPool) {
     let (_, list) = account_with_list(&pool, "acme", 10).await;
-    let first = tick::tick(&pool, at(10, 5)).await.unwrap();
+    let hour = chrono::Duration::hours(1);
+    let minutes = chrono::Duration::minutes;
+    // A slot of this list, and instants inside it and the next one.
+    let slot = slot_of(list, 3600, at(10, 30));
+    let first_at = slot + minutes(5);
+    let first = tick::tick(&pool, first_at).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!((first[0].list_id, first[0].mode), (list, RunMode::Full));
-    assert!(tick::tick(&pool, at(10, 5)).await.unwrap().is_empty());
-    assert!(tick::tick(&pool, at(10, 59)).await.unwrap().is_empty());
+    assert!(tick::tick(&pool, first_at).await.unwrap().is_empty());
+    assert!(tick::tick(&pool, slot + minutes(59))
+        .await
+        .unwrap()
+        .is_empty());
     // Next slot, but the previous run is still active: nothing.
-    assert!(tick::tick(&pool, at(11, 1)).await.unwrap().is_empty());
+    assert!(tick::tick(&pool, slot + hour + minutes(1))
+        .await
+        .unwrap()
+        .is_empty());
 
     // Finish the first run (a plan with nothing to import).
     let plan = queue::claim(&pool, "w", 10, LEASE).await.unwrap();
@@ -143,19 +167,26 @@ async fn tick_is_idempotent_within_a_slot_and_creates_the_next_slot_incrementall
         .unwrap();
     let done = runs::get(&pool, first[0].run_id).await.unwrap().unwrap();
     assert_eq!(done.status, RunStatus::Completed);
-    assert_eq!(done.until, at(10, 5));
+    assert_eq!(done.until, first_at);
 
     // The finished run's slot stays filled; the next slot gets an incremental run.
-    assert!(tick::tick(&pool, at(10, 30)).await.unwrap().is_empty());
-    let second = tick::tick(&pool, at(11, 2)).await.unwrap();
+    assert!(tick::tick(&pool, slot + minutes(30))
+        .await
+        .unwrap()
+        .is_empty());
+    let second_at = slot + hour + minutes(2);
+    let second = tick::tick(&pool, second_at).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].mode, RunMode::Incremental);
     let run = runs::get(&pool, second[0].run_id).await.unwrap().unwrap();
-    assert_eq!(run.since, Some(at(10, 5)), "since = the cursor");
-    assert_eq!(run.until, at(11, 2));
-    assert_eq!(run.scheduled_for, Some(at(11, 0)));
+    assert_eq!(run.since, Some(first_at), "since = the cursor");
+    assert_eq!(run.until, second_at);
+    assert_eq!(run.scheduled_for, Some(slot + hour));
     assert_eq!(run.trigger, Trigger::Schedule);
-    assert!(tick::tick(&pool, at(11, 3)).await.unwrap().is_empty());
+    assert!(tick::tick(&pool, slot + hour + minutes(3))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
@@ -169,8 +200,13 @@ async fn slots_follow_each_lists_schedule(pool: PgPool) {
     lists::set_schedule(&pool, daily, std::time::Duration::from_secs(86_400))
         .await
         .unwrap();
-    tick::tick(&pool, at(10, 50)).await.unwrap();
+    let now = at(10, 50);
+    tick::tick(&pool, now).await.unwrap();
     let slot = |runs: Vec<runs::Run>| runs[0].scheduled_for.unwrap();
-    assert_eq!(slot(runs_of(&pool, quarter).await), at(10, 45));
-    assert_eq!(slot(runs_of(&pool, daily).await), at(0, 0));
+    let quarter_slot = slot(runs_of(&pool, quarter).await);
+    assert_eq!(quarter_slot, slot_of(quarter, 900, now));
+    assert!(quarter_slot <= now && now - quarter_slot < chrono::Duration::minutes(15));
+    let daily_slot = slot(runs_of(&pool, daily).await);
+    assert_eq!(daily_slot, slot_of(daily, 86_400, now));
+    assert!(daily_slot <= now && now - daily_slot < chrono::Duration::days(1));
 }
