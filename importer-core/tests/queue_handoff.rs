@@ -4,27 +4,14 @@
 
 mod queue_support;
 
-use importer_core::queue::{self, Handoff, JobKind, NewJob};
-use queue_support::{account, live_slots, LEASE};
+use importer_core::queue::{self, Handoff};
+use queue_support::{account, enqueue_jobs, live_slots, LEASE};
 use sqlx::PgPool;
-
-async fn jobs(pool: &PgPool, account_id: i64, n: usize) {
-    let jobs: Vec<NewJob> = (0..n)
-        .map(|k| {
-            NewJob::new(
-                JobKind::ImportWindow,
-                serde_json::json!({ "k": k }),
-                account_id,
-            )
-        })
-        .collect();
-    queue::enqueue_many(pool, &jobs).await.unwrap();
-}
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn a_handoff_passes_the_slot_to_the_next_job_and_keeps_the_cap(pool: PgPool) {
     let acct = account(&pool, "handoff", 2).await;
-    jobs(&pool, acct, 4).await;
+    enqueue_jobs(&pool, acct, 4).await;
     let held = queue::claim(&pool, "w1", 10, LEASE).await.unwrap();
     assert_eq!(held.len(), 2, "the cap is 2");
     assert_eq!(live_slots(&pool, acct).await, 2);
@@ -76,7 +63,7 @@ async fn a_handoff_passes_the_slot_to_the_next_job_and_keeps_the_cap(pool: PgPoo
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn a_paused_account_gets_no_handoff(pool: PgPool) {
     let acct = account(&pool, "paused", 1).await;
-    jobs(&pool, acct, 2).await;
+    enqueue_jobs(&pool, acct, 2).await;
     let held = queue::claim(&pool, "w1", 10, LEASE).await.unwrap();
     importer_core::accounts::set_paused(&pool, acct, true)
         .await

@@ -10,22 +10,9 @@ use std::time::Duration;
 
 use importer_core::accounts;
 use importer_core::queue::{self, JobKind, NewJob};
-use queue_support::{account, expire, jobs_count, live_slots, pool, pools, LEASE};
+use queue_support::{account, enqueue_jobs, expire, jobs_count, live_slots, pool, pools, LEASE};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-
-async fn jobs(pool: &PgPool, account_id: i64, n: usize) -> Vec<i64> {
-    let jobs: Vec<NewJob> = (0..n)
-        .map(|k| {
-            NewJob::new(
-                JobKind::ImportWindow,
-                serde_json::json!({ "k": k }),
-                account_id,
-            )
-        })
-        .collect();
-    queue::enqueue_many(pool, &jobs).await.unwrap()
-}
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn account_cap_holds_across_four_concurrent_claimers_while_other_accounts_are_served(
@@ -36,8 +23,8 @@ async fn account_cap_holds_across_four_concurrent_claimers_while_other_accounts_
     let capped = account(&setup, "capped", 3).await;
     let other = account(&setup, "other", 10).await;
     const PER_ACCOUNT: usize = 40;
-    jobs(&setup, capped, PER_ACCOUNT).await;
-    jobs(&setup, other, PER_ACCOUNT).await;
+    enqueue_jobs(&setup, capped, PER_ACCOUNT).await;
+    enqueue_jobs(&setup, other, PER_ACCOUNT).await;
 
     let done = Arc::new(AtomicUsize::new(0));
     let max_seen = Arc::new(AtomicI64::new(0));
@@ -115,7 +102,7 @@ async fn account_cap_holds_across_four_concurrent_claimers_while_other_accounts_
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn releasing_a_slot_lets_the_next_job_of_a_capped_account_be_claimed(pool: PgPool) {
     let capped = account(&pool, "capped", 3).await;
-    jobs(&pool, capped, 6).await;
+    enqueue_jobs(&pool, capped, 6).await;
 
     let held = queue::claim(&pool, "w", 10, LEASE).await.unwrap();
     assert_eq!(held.len(), 3);
@@ -158,7 +145,7 @@ async fn releasing_a_slot_lets_the_next_job_of_a_capped_account_be_claimed(pool:
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn a_lease_that_just_expired_keeps_its_slot_for_the_grace_period(pool: PgPool) {
     let capped = account(&pool, "capped", 1).await;
-    let ids = jobs(&pool, capped, 2).await;
+    let ids = enqueue_jobs(&pool, capped, 2).await;
     let first = queue::claim(&pool, "w", 10, LEASE).await.unwrap();
     assert_eq!(first.len(), 1);
 
@@ -189,8 +176,8 @@ async fn a_lease_that_just_expired_keeps_its_slot_for_the_grace_period(pool: PgP
 async fn paused_account_jobs_are_not_claimed(pool: PgPool) {
     let paused = account(&pool, "paused", 10).await;
     let active = account(&pool, "active", 10).await;
-    jobs(&pool, paused, 3).await;
-    jobs(&pool, active, 3).await;
+    enqueue_jobs(&pool, paused, 3).await;
+    enqueue_jobs(&pool, active, 3).await;
     accounts::set_paused(&pool, paused, true).await.unwrap();
 
     let claimed = queue::claim(&pool, "w", 10, LEASE).await.unwrap();
@@ -207,8 +194,8 @@ async fn paused_account_jobs_are_not_claimed(pool: PgPool) {
 async fn claims_interleave_accounts_and_respect_run_after(pool: PgPool) {
     let a = account(&pool, "a", 10).await;
     let b = account(&pool, "b", 10).await;
-    jobs(&pool, a, 4).await;
-    jobs(&pool, b, 4).await;
+    enqueue_jobs(&pool, a, 4).await;
+    enqueue_jobs(&pool, b, 4).await;
     let mut later = NewJob::new(JobKind::ImportWindow, serde_json::json!({}), b);
     later.run_after = Some(chrono::Utc::now() + chrono::Duration::hours(1));
     let later = queue::enqueue(&pool, &later).await.unwrap();
@@ -231,7 +218,7 @@ async fn claims_reach_every_account_when_many_have_jobs(pool: PgPool) {
     let mut expected = Vec::new();
     for n in 0..80 {
         let id = account(&pool, &format!("acct{n}"), 10).await;
-        jobs(&pool, id, 1).await;
+        enqueue_jobs(&pool, id, 1).await;
         expected.push(id);
     }
     let mut served = Vec::new();

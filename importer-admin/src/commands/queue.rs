@@ -3,88 +3,18 @@
 
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
 use importer_core::queue::{self, JobState, LeaseRow, QueueDepthRow};
 use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::output::{self, Format};
 
-/// Jobs of one account in one state.
-#[derive(Debug, Serialize)]
-pub struct DepthView {
-    /// The account.
-    pub account_id: i64,
-    /// Its name.
-    pub account: String,
-    /// Whether it is paused.
-    pub paused: bool,
-    /// waiting, scheduled, running or expired.
-    pub state: JobState,
-    /// Jobs in this state.
-    pub jobs: i64,
-    /// Of which hold a live Mailchimp slot.
-    pub slots: i64,
-    /// Age of the oldest of them, in seconds.
-    pub oldest_age_secs: f64,
-    /// Earliest run_after among them.
-    pub next_run_after: DateTime<Utc>,
-}
-
-impl From<QueueDepthRow> for DepthView {
-    fn from(r: QueueDepthRow) -> Self {
-        DepthView {
-            account_id: r.account_id,
-            account: r.account,
-            paused: r.paused,
-            state: r.state,
-            jobs: r.jobs,
-            slots: r.slots,
-            oldest_age_secs: r.oldest_age_secs,
-            next_run_after: r.next_run_after,
-        }
-    }
-}
-
-/// The jobs one worker holds.
-#[derive(Debug, Serialize)]
-pub struct LeaseView {
-    /// Worker id.
-    pub worker: String,
-    /// Jobs held, live or expired.
-    pub jobs: i64,
-    /// On a live lease.
-    pub live: i64,
-    /// Holding a Mailchimp slot.
-    pub slots: i64,
-    /// Expired (a dead worker shows only these).
-    pub expired: i64,
-    /// Distinct accounts.
-    pub accounts: i64,
-    /// Earliest lease expiry.
-    pub next_expiry: DateTime<Utc>,
-}
-
-impl From<LeaseRow> for LeaseView {
-    fn from(r: LeaseRow) -> Self {
-        LeaseView {
-            worker: r.worker,
-            jobs: r.jobs,
-            live: r.live,
-            slots: r.slots,
-            expired: r.expired,
-            accounts: r.accounts,
-            next_expiry: r.next_expiry,
-        }
-    }
-}
-
 /// `queue` as JSON.
 #[derive(Debug, Serialize)]
 struct QueueReport {
-    depth: Vec<DepthView>,
+    depth: Vec<QueueDepthRow>,
     oldest_waiting_age_secs: Option<f64>,
-    leases: Vec<LeaseView>,
+    leases: Vec<LeaseRow>,
 }
 
 fn state(s: JobState) -> &'static str {
@@ -98,16 +28,8 @@ fn state(s: JobState) -> &'static str {
 
 /// Runs `queue`.
 pub async fn run<W: Write>(pool: &PgPool, format: Format, out: &mut W) -> anyhow::Result<()> {
-    let depth: Vec<DepthView> = queue::queue_depth(pool)
-        .await?
-        .into_iter()
-        .map(DepthView::from)
-        .collect();
-    let leases: Vec<LeaseView> = queue::leases(pool)
-        .await?
-        .into_iter()
-        .map(LeaseView::from)
-        .collect();
+    let depth = queue::queue_depth(pool).await?;
+    let leases = queue::leases(pool).await?;
     let oldest_waiting_age_secs = depth
         .iter()
         .filter(|d| d.state == JobState::Waiting)

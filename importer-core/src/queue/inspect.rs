@@ -23,7 +23,7 @@ pub enum JobState {
 }
 
 /// One row of `importer.queue_depth`: jobs of one account in one state.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct QueueDepthRow {
     /// The account.
     pub account_id: i64,
@@ -44,7 +44,7 @@ pub struct QueueDepthRow {
 }
 
 /// One row of `importer.leases`: the jobs one worker holds.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct LeaseRow {
     /// The worker id (`jobs.locked_by`).
     pub worker: String,

@@ -194,3 +194,17 @@ pub async fn transitions(pool: &PgPool, run_id: i64) -> Vec<(String, String)> {
     .await
     .unwrap()
 }
+
+/// Enqueues `n` waiting `import_window` jobs of `account_id` outside any run; returns their ids.
+pub async fn enqueue_jobs(pool: &PgPool, account_id: i64, n: usize) -> Vec<i64> {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|k| {
+            NewJob::new(
+                JobKind::ImportWindow,
+                serde_json::json!({ "k": k }),
+                account_id,
+            )
+        })
+        .collect();
+    queue::enqueue_many(pool, &jobs).await.unwrap()
+}
