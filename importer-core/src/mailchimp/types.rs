@@ -24,6 +24,9 @@ pub struct MembersQuery {
     pub sort: Option<(SortField, SortDir)>,
     /// Only members with this status.
     pub status: Option<MemberStatus>,
+    /// Also return each member's `last_changed` (diagnostics and tests; syncing does not need it,
+    /// so by default it is not requested).
+    pub include_last_changed: bool,
 }
 
 impl MembersQuery {
@@ -37,7 +40,14 @@ impl MembersQuery {
             before_last_changed: None,
             sort: None,
             status: None,
+            include_last_changed: false,
         }
+    }
+
+    /// The same query, also returning each member's `last_changed`.
+    pub fn with_last_changed(mut self) -> Self {
+        self.include_last_changed = true;
+        self
     }
 }
 

@@ -34,6 +34,7 @@ impl PageSource for MailchimpPages<'_> {
             before_last_changed: Some(self.args.window.before_param()),
             sort: None,
             status: None,
+            include_last_changed: false,
         };
         let started = Instant::now();
         let result = self.account.members(&query).await;
