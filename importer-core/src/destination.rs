@@ -111,6 +111,18 @@ impl DestinationError {
         }
     }
 
+    /// The HTTP status the destination answered, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            DestinationError::Unauthorized { .. } => Some(401),
+            DestinationError::BadRequest { .. } => Some(400),
+            DestinationError::PayloadTooLarge { .. } => Some(413),
+            DestinationError::Status { status, .. } => Some(*status),
+            DestinationError::ShortCount { .. } => Some(200),
+            _ => None,
+        }
+    }
+
     /// A short stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

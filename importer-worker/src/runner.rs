@@ -43,6 +43,9 @@ pub async fn run(
     secrets: SecretBox,
     shutdown: CancellationToken,
 ) -> anyhow::Result<WorkerReport> {
+    // Install the metrics recorder before the first metric is recorded (metrics recorded
+    // without one are dropped).
+    crate::telemetry::metrics_handle();
     let worker_id = config.resolved_worker_id();
     let span = tracing::info_span!("worker", worker.id = %worker_id);
     run_inner(config, pool, secrets, shutdown, worker_id)

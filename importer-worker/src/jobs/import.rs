@@ -38,11 +38,11 @@ impl PageSource for MailchimpPages<'_> {
         };
         let started = Instant::now();
         let result = self.account.members(&query).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
+        let status = match &result {
+            Ok(_) => "200".to_owned(),
+            Err(e) => status_label(e.status(), e.kind()),
         };
-        metrics::histogram!("importer_mailchimp_request_duration_seconds", "outcome" => outcome)
+        metrics::histogram!("importer_mailchimp_request_duration_seconds", "status" => status)
             .record(started.elapsed().as_secs_f64());
         let page = result?;
         Ok(Page {
@@ -86,11 +86,11 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         .destination
         .post_records(&creds.destination_url, &creds.destination_key, &records)
         .await;
-    let outcome = match &posted {
-        Ok(_) => "ok",
-        Err(e) => e.kind(),
+    let status = match &posted {
+        Ok(_) => "200".to_owned(),
+        Err(e) => status_label(e.status(), e.kind()),
     };
-    metrics::histogram!("importer_destination_request_duration_seconds", "outcome" => outcome)
+    metrics::histogram!("importer_destination_request_duration_seconds", "status" => status)
         .record(started.elapsed().as_secs_f64());
     posted?;
     Ok(Completion {
@@ -137,6 +137,12 @@ async fn give_back_slot(ctx: &JobContext, job: &ClaimedJob) -> Result<(), JobErr
             Ok(())
         }
     }
+}
+
+/// The `status` label of a request metric: the HTTP status when the server answered, else the
+/// error class (`timeout`, `connect`, …).
+fn status_label(status: Option<u16>, kind: &'static str) -> String {
+    status.map_or_else(|| kind.to_owned(), |s| s.to_string())
 }
 
 /// Drops the records a gap re-read fetched twice (the destination would upsert them anyway;

@@ -165,7 +165,16 @@ impl Harness {
     }
 
     /// Starts a real `importer-worker` process with extra environment.
-    pub fn spawn_process(&self, env: &[(&str, String)]) -> Child {
+    pub fn spawn_process(&self, env: &[(&str, String)]) -> WorkerProcess {
+        self.process(env, Stdio::inherit())
+    }
+
+    /// Starts a real `importer-worker` process whose (JSON) log lines the test reads.
+    pub fn spawn_process_logged(&self, env: &[(&str, String)]) -> WorkerProcess {
+        self.process(env, Stdio::piped())
+    }
+
+    fn process(&self, env: &[(&str, String)], stderr: Stdio) -> WorkerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_importer-worker"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -179,11 +188,11 @@ impl Harness {
             .env("WORKER_POLL_MS", "200")
             .env("MAILCHIMP_TIMEOUT_SECS", "5")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.spawn().expect("importer-worker starts")
+        WorkerProcess(cmd.spawn().expect("importer-worker starts"))
     }
 
     /// Starts a run for every list of the harness (admin trigger, incremental or full).
@@ -295,6 +304,31 @@ pub async fn next_second() {
     let now = Utc::now();
     let into = now.timestamp_subsec_millis();
     tokio::time::sleep(Duration::from_millis(u64::from(1000 - into) + 20)).await;
+}
+
+/// A worker process, killed when dropped so a failing test leaves no orphan behind.
+pub struct WorkerProcess(pub Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// A worker running in this process.
