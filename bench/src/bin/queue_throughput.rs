@@ -26,7 +26,7 @@ struct Cli {
     #[arg(long, default_value_t = 2)]
     processes: usize,
     /// Jobs per claim and per complete_many.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     batch: usize,
     /// Accounts the jobs are spread over (each with a high max_concurrency).
     #[arg(long, default_value_t = 20)]

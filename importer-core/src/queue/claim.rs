@@ -3,10 +3,11 @@
 //!
 //! Claim algorithm (exact under READ COMMITTED, one transaction):
 //! 1. dead-letter expired leases that have no attempt left ([`reap_expired`]);
-//! 2. lock up to `limit` accounts that are unpaused, have claimable jobs and are not visibly at
-//!    their cap, least recently served first, `FOR NO KEY UPDATE SKIP LOCKED` (concurrent
-//!    claimers take other accounts instead of waiting; `NO KEY` so inserting jobs, whose foreign
-//!    key takes `KEY SHARE`, is not blocked). Candidates are the accounts with waiting jobs,
+//! 2. lock the accounts that are unpaused, have claimable jobs and are not visibly at their cap,
+//!    least recently served first, but only as many as the limit needs (each offers its free
+//!    slots, at most its due jobs), `FOR NO KEY UPDATE SKIP LOCKED`: concurrent claimers take the
+//!    next accounts instead of colliding on the same ones (`NO KEY` so inserting jobs, whose
+//!    foreign key takes `KEY SHARE`, is not blocked). Candidates are the accounts with waiting jobs,
 //!    found by a skip scan over `jobs_waiting` that visits at most `2 * limit + 32` of them from
 //!    a random pivot (so a claim costs the same with 10 or 10,000 busy accounts, and every
 //!    account is reached over successive claims), plus those with expired leases;
@@ -106,17 +107,40 @@ pub async fn claim(
              UNION
              SELECT j.account_id FROM importer.jobs j
               WHERE j.locked_until <= now() AND j.attempts < j.max_attempts
+         ),
+         -- what each candidate could give this claim: its free slots, at most its due jobs
+         offers AS MATERIALIZED (
+             SELECT a.id, a.last_claimed_at,
+                    least(a.max_concurrency
+                          - (SELECT count(*) FROM importer.jobs s
+                              WHERE s.account_id = c.account_id AND s.holds_slot
+                                AND s.locked_until > now() - $2 * interval '1 microsecond'),
+                          (SELECT count(*) FROM (
+                               SELECT 1 FROM importer.jobs j
+                                WHERE j.account_id = c.account_id
+                                  AND ((j.locked_until IS NULL AND j.run_after <= now())
+                                       OR (j.locked_until <= now() AND j.attempts < j.max_attempts))
+                                LIMIT $1) d)) AS offer
+               FROM candidates c
+               JOIN importer.accounts a ON a.id = c.account_id
+              WHERE NOT a.paused
+         ),
+         -- least recently served first, only as many accounts as the limit needs: concurrent
+         -- claimers then lock different accounts instead of one claimer locking them all
+         needed AS (
+             SELECT id FROM (
+                 SELECT id, offer,
+                        sum(offer) OVER (ORDER BY last_claimed_at NULLS FIRST, id) AS running
+                   FROM offers WHERE offer > 0) o
+              WHERE running - offer < $1
          )
+         -- lock that many, skipping accounts another claimer holds right now (LIMIT applies
+         -- after SKIP LOCKED), so concurrent claimers take the next accounts instead of none
          SELECT a.id
-           FROM candidates c
-           JOIN importer.accounts a ON a.id = c.account_id
-          WHERE NOT a.paused
-            -- not visibly at its cap (written against c so it runs for candidates only)
-            AND (SELECT count(*) FROM importer.jobs s
-                  WHERE s.account_id = c.account_id AND s.holds_slot
-                    AND s.locked_until > now() - $2 * interval '1 microsecond') < a.max_concurrency
+           FROM importer.accounts a
+           JOIN offers o ON o.id = a.id AND o.offer > 0
           ORDER BY a.last_claimed_at NULLS FIRST, a.id
-          LIMIT $1
+          LIMIT (SELECT count(*) FROM needed)
             FOR NO KEY UPDATE OF a SKIP LOCKED",
     )
     .bind(limit)
