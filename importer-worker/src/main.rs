@@ -28,7 +28,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_tracing(cli.log_format);
+    // Flushes buffered log lines when main returns.
+    let _log_guard = telemetry::init_tracing(cli.log_format);
     let secrets = SecretBox::from_env().context("Failed to load the secret encryption key")?;
     let pool = connect(&cli.database_url, cli.worker.pool_size()).await?;
 

@@ -3,17 +3,21 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global tracing subscriber (`RUST_LOG`, default `info`). Later calls are no-ops,
-/// so tests and the demo may call it freely.
-pub fn init_tracing(format: LogFormat) {
+/// Installs the global tracing subscriber (`RUST_LOG`, default `info`), writing to standard error
+/// from a background thread: a slow or stalled log reader then drops lines instead of blocking
+/// the runtime's threads (and with them every job). Keep the returned guard alive until exit: it
+/// flushes what is buffered when dropped. Later calls install nothing.
+pub fn init_tracing(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -23,6 +27,7 @@ pub fn init_tracing(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
+    guard
 }
 
 /// The process's Prometheus recorder, installed on first use (several in-process workers share it).
