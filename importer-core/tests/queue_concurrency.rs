@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use importer_core::queue::{self, JobKind, RetryOutcome};
-use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
-use queue_support::{account_with_list, jobs_count, pool, pools, window, LEASE};
+use importer_core::runs::{self, RunStatus};
+use queue_support::{account_with_list, admin_run, jobs_count, pool, pools, window, LEASE};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const ACCOUNTS: usize = 4;
@@ -55,15 +55,7 @@ async fn eight_claimers_work_5000_jobs_each_completed_exactly_once(
     let mut run_ids = Vec::new();
     for a in 0..ACCOUNTS {
         let (account, list) = account_with_list(&setup, &format!("acct{a}"), 1000).await;
-        let run = runs::create(
-            &setup,
-            list,
-            RunRequest {
-                mode: RequestedMode::Auto,
-            },
-        )
-        .await
-        .unwrap();
+        let run = admin_run(&setup, list).await;
         let windows: Vec<_> = (0..WINDOWS_PER_RUN)
             .map(|k| window(account, run.id, k as i64))
             .collect();

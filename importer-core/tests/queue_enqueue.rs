@@ -7,23 +7,15 @@ mod queue_support;
 use std::time::Duration;
 
 use importer_core::queue::{self, JobKind, NewJob, QueueError, NOTIFY_CHANNEL};
-use importer_core::runs::{self, RequestedMode, RunRequest};
-use queue_support::{account_with_list, jobs_count, window};
+use importer_core::runs;
+use queue_support::{account_with_list, admin_run, jobs_count, window};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn enqueue_many_inserts_in_input_order_and_counts_on_the_run(pool: PgPool) {
     let (account, list) = account_with_list(&pool, "acme", 10).await;
-    let run = runs::create(
-        &pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let run = admin_run(&pool, list).await;
     let jobs: Vec<NewJob> = (0..250)
         .map(|k| window(account, run.id, k * 1000))
         .collect();
@@ -57,26 +49,10 @@ async fn enqueue_many_inserts_in_input_order_and_counts_on_the_run(pool: PgPool)
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn enqueue_for_an_inactive_run_is_refused_and_changes_nothing(pool: PgPool) {
     let (account, list) = account_with_list(&pool, "acme", 10).await;
-    let run = runs::create(
-        &pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let run = admin_run(&pool, list).await;
     runs::cancel(&pool, run.id).await.unwrap();
     let (_, other_list) = account_with_list(&pool, "other", 10).await;
-    let live = runs::create(
-        &pool,
-        other_list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let live = admin_run(&pool, other_list).await;
 
     let jobs = vec![
         window(live.account_id, live.id, 0),

@@ -6,8 +6,8 @@ mod queue_support;
 
 use chrono::Utc;
 use importer_core::queue::{self, Completion, DeadFilter, QueueError};
-use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
-use queue_support::{account_with_list, claim_one, jobs_count, planned_run};
+use importer_core::runs::{self, RunStatus};
+use queue_support::{account_with_list, admin_run, claim_one, jobs_count, planned_run};
 use sqlx::PgPool;
 
 /// A failed run of `list` whose `windows` import jobs all died with `error`.
@@ -120,15 +120,7 @@ async fn requeue_by_error_text_moves_only_matching_jobs(pool: PgPool) {
 async fn requeue_refuses_to_revive_a_run_whose_list_has_another_active_run(pool: PgPool) {
     let (_, list) = account_with_list(&pool, "acme", 10).await;
     let failed = failed_run(&pool, list, 1, "HTTP 500").await;
-    let active = runs::create(
-        &pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let active = admin_run(&pool, list).await;
 
     let error = queue::requeue_run(&pool, failed).await.unwrap_err();
     assert!(

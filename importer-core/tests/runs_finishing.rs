@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use importer_core::queue::{self, CompleteOutcome, Completion};
-use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
+use importer_core::runs::{self, RunStatus};
 use importer_core::tick;
 use queue_support::{
-    account_with_list, claim_one, planned_run, pools, record_run_transitions, transitions, window,
-    LEASE,
+    account_with_list, admin_run, claim_one, planned_run, pools, record_run_transitions,
+    transitions, window, LEASE,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -87,15 +87,7 @@ async fn last_two_jobs_completed_concurrently_finish_the_run_exactly_once(
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn plan_completion_with_zero_children_completes_the_run_at_once(pool: PgPool) {
     let (_, list) = account_with_list(&pool, "acme", 10).await;
-    let run = runs::create(
-        &pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let run = admin_run(&pool, list).await;
     let plan = claim_one(&pool, "w").await;
     let completion = Completion {
         members_total: Some(0),
@@ -123,15 +115,7 @@ async fn plan_completion_with_zero_children_completes_the_run_at_once(pool: PgPo
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn plan_completion_with_children_marks_the_run_running(pool: PgPool) {
     let (account, list) = account_with_list(&pool, "acme", 10).await;
-    let run = runs::create(
-        &pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let run = admin_run(&pool, list).await;
     assert_eq!(run.status, RunStatus::Planning);
     let plan = claim_one(&pool, "w").await;
     let completion = Completion {

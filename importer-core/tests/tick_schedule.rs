@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use importer_core::queue::{self, Completion, JobKind};
-use importer_core::runs::{self, RequestedMode, RunMode, RunRequest, RunStatus, Trigger};
+use importer_core::runs::{self, RunMode, RunStatus, Trigger};
 use importer_core::{accounts, lists, tick};
-use queue_support::{account, account_with_list, list, pool, pools, LEASE};
+use queue_support::{account, account_with_list, admin_run, list, pool, pools, LEASE};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Barrier;
@@ -97,15 +97,7 @@ async fn tick_skips_active_paused_and_disabled_lists(pool: PgPool) {
     let (_, busy) = account_with_list(&pool, "busy", 10).await;
     let (paused_account, paused) = account_with_list(&pool, "paused", 10).await;
     let (_, disabled) = account_with_list(&pool, "disabled", 10).await;
-    let admin_run = runs::create(
-        &pool,
-        busy,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
+    let manual = admin_run(&pool, busy).await;
     accounts::set_paused(&pool, paused_account, true)
         .await
         .unwrap();
@@ -117,7 +109,7 @@ async fn tick_skips_active_paused_and_disabled_lists(pool: PgPool) {
         vec![due]
     );
     assert_eq!(runs_of(&pool, busy).await.len(), 1);
-    assert_eq!(runs_of(&pool, busy).await[0].id, admin_run.id);
+    assert_eq!(runs_of(&pool, busy).await[0].id, manual.id);
     assert!(runs_of(&pool, paused).await.is_empty());
     assert!(runs_of(&pool, disabled).await.is_empty());
 

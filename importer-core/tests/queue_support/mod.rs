@@ -68,10 +68,9 @@ pub fn window(account_id: i64, run_id: i64, offset: i64) -> NewJob {
     .in_run(run_id)
 }
 
-/// Creates an admin run of `list_id`, claims its plan job (it must be the only claimable job)
-/// and completes it with `windows` import_window children; returns the run id.
-pub async fn planned_run(pool: &PgPool, list_id: i64, windows: usize) -> i64 {
-    let run = runs::create(
+/// Creates an admin run of `list_id` (incremental from the cursor, or full without one).
+pub async fn admin_run(pool: &PgPool, list_id: i64) -> runs::Run {
+    runs::create(
         pool,
         list_id,
         RunRequest {
@@ -79,7 +78,13 @@ pub async fn planned_run(pool: &PgPool, list_id: i64, windows: usize) -> i64 {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Creates an admin run of `list_id`, claims its plan job (it must be the only claimable job)
+/// and completes it with `windows` import_window children; returns the run id.
+pub async fn planned_run(pool: &PgPool, list_id: i64, windows: usize) -> i64 {
+    let run = admin_run(pool, list_id).await;
     let plan = claim_one(pool, "planner").await;
     assert_eq!(plan.kind, JobKind::PlanRun);
     assert_eq!(plan.run_id, Some(run.id));
