@@ -49,6 +49,9 @@ pub enum Command {
     Queue,
     /// Run the scheduler once (importer.tick) and print the runs it created.
     Tick,
+    /// Deployment-wide settings: the sync lag.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
     /// Register the accounts and lists of an importer-sim config file (idempotent).
     Seed(SeedArgs),
     /// Run a real import end to end in process: simulators, workers, full and incremental sync,
@@ -199,13 +202,36 @@ pub enum ListsCommand {
         #[arg(value_parser = parse_interval)]
         interval: Duration,
     },
-    /// Move a list's cursor (without --to: forget it, the next run is full).
+    /// Give a list its own sync lag, or `default` for the deployment's (settings show).
+    SetSyncLag {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+        /// Interval such as 30s, 2m, or `default`.
+        #[arg(value_parser = parse_lag)]
+        lag: LagArg,
+    },
+    /// Move a list's cursor (without --to: forget it, the next run is full). Refused while the
+    /// list has an active run (cancel it first); the list's coverage is forgotten too.
     ResetCursor {
         /// List id or account/mailchimp_list_id.
         list: String,
         /// New cursor (RFC 3339, e.g. 2026-11-01T00:00:00Z): changes since then are synced again.
         #[arg(long, value_parser = parse_time)]
         to: Option<DateTime<Utc>>,
+    },
+}
+
+/// `settings ...`.
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Show the settings.
+    Show,
+    /// Change settings.
+    Set {
+        /// How far behind the database clock a run's window ends (e.g. 60s, 2m): covers
+        /// Mailchimp's clock skew and late visibility of changes. At most 1d.
+        #[arg(long, value_parser = parse_interval)]
+        sync_lag: Duration,
     },
 }
 
@@ -391,6 +417,46 @@ pub struct DemoArgs {
     /// Give up (exit 1) if the syncs have not finished after this long.
     #[arg(long, default_value = "10m", value_parser = parse_interval)]
     pub timeout: Duration,
+    /// The demo database's sync lag (default: 2s plus the simulated clock offset and visibility
+    /// delay; production's default is 60s).
+    #[arg(long, value_parser = parse_interval)]
+    pub sync_lag: Option<Duration>,
+    /// Simulated Mailchimp clock minus ours, in seconds (either sign).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_secs: i64,
+    /// Simulated delay before a change becomes visible, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub visibility_delay_ms: u64,
+    /// The simulated `since_last_changed` is inclusive.
+    #[arg(long)]
+    pub inclusive_since: bool,
+    /// The simulated tie order inside a second changes on every request.
+    #[arg(long)]
+    pub unstable_ties: bool,
+    /// Change the lists during the full sync: a churn step such as
+    /// `after=3,modify=0.05,add=0.02,delete=0.02,archive=0.01` (repeatable).
+    #[arg(long = "churn", value_parser = parse_churn)]
+    pub churn: Vec<importer_sim::ChurnStep>,
+}
+
+fn parse_churn(text: &str) -> Result<importer_sim::ChurnStep, String> {
+    importer_sim::ChurnStep::parse(text)
+}
+
+/// A list's sync lag on the command line: an interval, or the deployment's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagArg {
+    /// The deployment's lag (`importer.settings`).
+    Default,
+    /// This lag.
+    Lag(Duration),
+}
+
+fn parse_lag(text: &str) -> Result<LagArg, String> {
+    if text.trim() == "default" {
+        return Ok(LagArg::Default);
+    }
+    parse_interval(text).map(LagArg::Lag)
 }
 
 /// A usage error found after parsing (exit code 2, like clap's own).

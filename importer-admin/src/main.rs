@@ -16,7 +16,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, UsageError};
-use crate::commands::{accounts, dead, demo, lists, migrate, queue, runs, seed, tick};
+use crate::commands::{accounts, dead, demo, lists, migrate, queue, runs, seed, settings, tick};
 
 /// Connections of the admin pool: commands run one statement at a time.
 const POOL_SIZE: u32 = 4;
@@ -107,6 +107,7 @@ async fn run_on<W: Write>(
         Command::Dead(command) => dead::run(pool, command, format, out).await,
         Command::Queue => queue::run(pool, format, out).await,
         Command::Tick => tick::run(pool, format, out).await,
+        Command::Settings(command) => settings::run(pool, command, format, out).await,
         Command::Seed(args) => seed::run(pool, args, format, out).await,
         Command::Demo(_) => Err(anyhow::anyhow!(
             "demo creates its own database and is dispatched before connecting"

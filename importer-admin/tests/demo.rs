@@ -58,7 +58,7 @@ async fn the_demo_imports_mutates_reimports_and_verifies_then_drops_its_database
     }
     // Progress lines from the shared watch renderer (stdout is not a terminal here).
     assert!(
-        out.contains("completed 100.0% · windows 2/2 · records 1500/1500"),
+        out.contains("completed 100.0% · windows 1/1 · records 1500/1500"),
         "{out}"
     );
     let name = database_name(out);

@@ -2,9 +2,11 @@
 //!
 //! - the PostgreSQL queue ([`queue`]), runs ([`runs`]) and the scheduler tick ([`tick`]);
 //! - accounts and lists ([`accounts`], [`lists`]) with their secrets encrypted at rest ([`secrets`]);
-//! - the Mailchimp client ([`mailchimp`]), the destination client ([`destination`]) and the
-//!   member-to-record mapping ([`mapping`]);
-//! - the sync-window scheme that keeps offset paging lossless while contacts change ([`window`]).
+//! - the Mailchimp client ([`mailchimp`]), the destination client ([`destination`]), the
+//!   member-to-record mapping ([`mapping`]) and rejected members ([`rejection`]);
+//! - the sync engine: the window and its ranges ([`window`]), and the lossless reading of one
+//!   range while contacts change ([`range_reader`]);
+//! - deployment settings such as the sync lag ([`settings`]).
 
 pub mod accounts;
 pub mod backoff;
@@ -13,8 +15,11 @@ pub mod lists;
 pub mod mailchimp;
 pub mod mapping;
 pub mod queue;
+pub mod range_reader;
+pub mod rejection;
 pub mod runs;
 pub mod secrets;
+pub mod settings;
 pub mod tick;
 pub mod window;
 

@@ -43,6 +43,8 @@ pub struct List {
     pub enabled: bool,
     /// The cursor; `None` = never synced (the next run is full).
     pub synced_until: Option<DateTime<Utc>>,
+    /// Its own sync lag; `None` = the deployment's.
+    pub sync_lag: Option<Duration>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -56,6 +58,7 @@ struct ListRow {
     schedule_us: i64,
     enabled: bool,
     synced_until: Option<DateTime<Utc>>,
+    sync_lag_us: Option<i64>,
     created_at: DateTime<Utc>,
 }
 
@@ -69,6 +72,9 @@ impl From<ListRow> for List {
             schedule: Duration::from_micros(u64::try_from(row.schedule_us).unwrap_or_default()),
             enabled: row.enabled,
             synced_until: row.synced_until,
+            sync_lag: row
+                .sync_lag_us
+                .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or_default())),
             created_at: row.created_at,
         }
     }
@@ -97,11 +103,19 @@ pub enum ListError {
     /// A value breaks a rule of the schema (list id not alphanumeric, schedule under a minute).
     #[error("invalid list: {0}")]
     Invalid(String),
+    /// The list has an active run, so its cursor cannot be moved by hand now.
+    #[error("list {list_id} has an active run {run_id}; cancel it (runs cancel {run_id}) or let it finish, then reset the cursor")]
+    RunActive {
+        /// The list.
+        list_id: i64,
+        /// Its active run.
+        run_id: i64,
+    },
 }
 
 const LIST_COLUMNS: &str = "id, account_id, mailchimp_list_id, name, \
      (extract(epoch FROM schedule) * 1000000)::bigint AS schedule_us, enabled, synced_until, \
-     created_at";
+     (extract(epoch FROM sync_lag) * 1000000)::bigint AS sync_lag_us, created_at";
 
 fn classify(error: sqlx::Error, list: Option<&NewList>) -> ListError {
     if let sqlx::Error::Database(db) = &error {
@@ -187,14 +201,48 @@ pub async fn set_schedule(pool: &PgPool, id: i64, schedule: Duration) -> Result<
 }
 
 /// Moves a list's cursor to `to` (`None`: the next run is a full sync), e.g. to re-deliver
-/// changes since a date. Unlike a completing run, this may move it backwards. Errors:
-/// [`ListError::NotFound`], database failures.
+/// changes since a date, and forgets the list's coverage beyond it (`importer.reset_cursor`).
+/// Unlike a completing range, this may move it backwards.
+///
+/// Refused while the list has an active run: that run was planned from the old cursor and would
+/// record coverage the reset means to forget. Cancel it first (`runs cancel`), then reset.
+///
+/// Errors: [`ListError::NotFound`], [`ListError::RunActive`], database failures.
 pub async fn reset_cursor(
     pool: &PgPool,
     id: i64,
     to: Option<DateTime<Utc>>,
 ) -> Result<List, ListError> {
-    change(pool, id, "synced_until = $2", to).await
+    let outcome: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT active_run_id FROM importer.reset_cursor($1, $2)")
+            .bind(id)
+            .bind(to)
+            .fetch_optional(pool)
+            .await?;
+    match outcome {
+        None => Err(ListError::NotFound(id)),
+        Some((Some(run_id),)) => Err(ListError::RunActive {
+            list_id: id,
+            run_id,
+        }),
+        Some((None,)) => get(pool, id).await?.ok_or(ListError::NotFound(id)),
+    }
+}
+
+/// Sets a list's own sync lag (`None`: the deployment's, see [`crate::settings`]). Errors:
+/// [`ListError::NotFound`], [`ListError::Invalid`] (over a day), database failures.
+pub async fn set_sync_lag(
+    pool: &PgPool,
+    id: i64,
+    lag: Option<Duration>,
+) -> Result<List, ListError> {
+    change(
+        pool,
+        id,
+        "sync_lag = $2 * interval '1 microsecond'",
+        lag.map(micros),
+    )
+    .await
 }
 
 /// Deletes a list with its runs, jobs and rejected records; returns whether it existed.

@@ -1,9 +1,11 @@
 //! Member-to-record mapping (CONTRACTS.md "Mapping"): a member becomes a destination
-//! [`Record`], or a [`Rejection`] with its reason. Nothing is dropped silently.
+//! [`Record`], or a [`Rejection`] with its reason (see [`crate::rejection`]). Nothing is dropped
+//! silently.
 
 use serde::Serialize;
 
 use crate::mailchimp::{Member, MemberStatus};
+use crate::rejection::{RejectReason, Rejection};
 
 /// A record as the destination's `POST /record` takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,44 +19,10 @@ pub struct Record {
     pub status: String,
 }
 
-/// Why a member could not become a record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RejectReason {
-    #[error("member has no id")]
-    MissingId,
-    #[error("member has no email address")]
-    MissingEmail,
-    /// The status is absent (empty string) or not one of the six.
-    #[error("member status {0:?} is not one of subscribed, unsubscribed, cleaned, pending, transactional, archived")]
-    InvalidStatus(String),
-}
-
-impl RejectReason {
-    /// A short stable label to store and count (`missing_id`, …).
-    pub fn code(&self) -> &'static str {
-        match self {
-            RejectReason::MissingId => "missing_id",
-            RejectReason::MissingEmail => "missing_email",
-            RejectReason::InvalidStatus(_) => "invalid_status",
-        }
-    }
-}
-
-/// A member that could not be mapped, kept whole (its mapped fields) to be stored with its reason.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("rejected member: {reason}")]
-pub struct Rejection {
-    pub member_id: Option<String>,
-    pub email: Option<String>,
-    pub reason: RejectReason,
-    /// The member as received (the fields we request), for the rejected-records table.
-    pub member: serde_json::Value,
-}
-
 /// Maps one member. Rules: `id` and `email_address` must be non-empty, `status` one of the six;
 /// `FNAME`/`LNAME` become `firstname`/`lastname`, `""` when absent or null.
 /// Errors: a [`Rejection`] naming the first rule the member breaks.
-pub fn map_member(m: Member) -> Result<Record, Rejection> {
+pub fn map_member(m: Member) -> Result<Record, Box<Rejection>> {
     let reason = if is_blank(&m.id) {
         Some(RejectReason::MissingId)
     } else if is_blank(&m.email_address) {
@@ -80,7 +48,7 @@ pub fn map_member(m: Member) -> Result<Record, Rejection> {
 }
 
 /// Maps a page, keeping the members' order in both outputs.
-pub fn map_page(members: Vec<Member>) -> (Vec<Record>, Vec<Rejection>) {
+pub fn map_page(members: Vec<Member>) -> (Vec<Record>, Vec<Box<Rejection>>) {
     let mut records = Vec::with_capacity(members.len());
     let mut rejections = Vec::new();
     for member in members {
@@ -97,13 +65,18 @@ fn is_blank(value: &Option<String>) -> bool {
     value.as_deref().is_none_or(|v| v.trim().is_empty())
 }
 
-fn reject(m: Member, reason: RejectReason) -> Rejection {
-    // Serializing our own plain struct cannot fail; Null would only lose the copy, not the reason.
-    let member = serde_json::to_value(&m).unwrap_or(serde_json::Value::Null);
-    Rejection {
+fn reject(m: Member, reason: RejectReason) -> Box<Rejection> {
+    // Serializing our own plain struct cannot fail; None would only lose the copy, not the reason.
+    let member = serde_json::to_value(&m).ok();
+    let excerpt = member
+        .as_ref()
+        .map(|v| crate::rejection::excerpt(v.to_string().as_bytes()))
+        .unwrap_or_default();
+    Box::new(Rejection {
         member_id: m.id,
         email: m.email_address,
         reason,
         member,
-    }
+        excerpt,
+    })
 }

@@ -1,16 +1,20 @@
 //! Runs: one sync of one list over the window `[since, until)` of `last_changed`.
 //!
-//! Creating a run inserts it with its `plan_run` job in one statement (the run counts that job:
-//! `jobs_total = jobs_pending = 1`). Job completions and dead-letters adjust the counters in the
-//! queue module; the finishing rule (pending reaches 0: completed and cursor moved to
-//! `greatest(cursor, until)` when nothing died, else failed) lives in one place, the
-//! `importer.finish_run` / `importer.advance_cursor` triggers of the migrations.
+//! Every run, scheduled or an operator's, is created by one SQL function,
+//! `importer.create_runs`, which freezes `until` from the database clock minus the sync lag and
+//! inserts the run with its `plan_run` job (the run counts that job: `jobs_total = jobs_pending
+//! = 1`). Job completions and dead-letters adjust the counters in the queue module; the finishing
+//! rule (pending reaches 0: completed when nothing died, else failed) lives in the
+//! `importer.finish_run` trigger, and the cursor moves with coverage, range by range
+//! (`importer.cover`), never over an interval that was not delivered.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+
+use crate::queue::Interval;
 
 /// Where a run is in its life; stored as text in `runs.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
@@ -128,6 +132,12 @@ pub struct Run {
     pub records_imported: i64,
     /// Members that could not be mapped.
     pub records_rejected: i64,
+    /// Times the engine saw the window was not frozen.
+    pub window_events: i32,
+    /// Members Mailchimp returned to the run's range reads.
+    pub members_read: i64,
+    /// Mailchimp requests the run made.
+    pub mailchimp_requests: i64,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When planning finished and the import began.
@@ -197,23 +207,25 @@ pub enum RunError {
         /// Its status.
         status: RunStatus,
     },
-    /// The requested `since` is after the run's `until` (now).
-    #[error("since {since} is in the future (the window would end at {until})")]
+    /// The requested `since` (or the list's cursor) is after the window's end (now minus the
+    /// sync lag).
+    #[error("since {since} is after the end of the window ({until}: now minus the sync lag)")]
     SinceInFuture {
         /// The requested lower bound.
         since: DateTime<Utc>,
-        /// Now, truncated to the second.
+        /// Where the window would end.
         until: DateTime<Utc>,
     },
 }
 
 const RUN_COLUMNS: &str = "id, list_id, account_id, mode, since, until, status, trigger, \
      scheduled_for, members_total, jobs_total, jobs_pending, jobs_done, jobs_dead, \
-     jobs_cancelled, records_imported, records_rejected, created_at, started_at, finished_at, error";
+     jobs_cancelled, records_imported, records_rejected, window_events, members_read, \
+     mailchimp_requests, created_at, started_at, finished_at, error";
 
-/// Creates an operator's run of `list_id` with its `plan_run` job, in one statement, and
-/// notifies idle workers. `until` is now truncated to the second; the mode follows `request`
-/// (auto: incremental from the cursor, full when the list has none).
+/// Creates an operator's run of `list_id` with its `plan_run` job through
+/// `importer.create_runs` (which notifies idle workers). The window ends at the database clock
+/// minus the sync lag; it starts per `request` (auto: the cursor, full when the list has none).
 ///
 /// Errors: [`RunError::ListNotFound`], [`RunError::AlreadyActive`] naming the list's active
 /// run, [`RunError::SinceInFuture`], database failures.
@@ -224,66 +236,54 @@ pub async fn create(pool: &PgPool, list_id: i64, request: RunRequest) -> Result<
         RequestedMode::Since(ts) => ("since", Some(ts)),
     };
     let sql = format!(
-        "WITH target AS (
-             SELECT l.id, l.account_id,
-                    CASE $2 WHEN 'full' THEN NULL
-                            WHEN 'since' THEN date_trunc('second', $3::timestamptz)
-                            ELSE l.synced_until END AS since
-               FROM importer.lists l WHERE l.id = $1
-         ),
-         created AS (
-             INSERT INTO importer.runs
-                    (list_id, account_id, mode, since, until, trigger, jobs_total, jobs_pending)
-             SELECT id, account_id, CASE WHEN since IS NULL THEN 'full' ELSE 'incremental' END,
-                    since, date_trunc('second', now()), 'admin', 1, 1
-               FROM target
-              WHERE since IS NULL OR since <= date_trunc('second', now())
-             RETURNING *
-         ),
-         planned AS (
-             INSERT INTO importer.jobs (kind, args, account_id, run_id)
-             SELECT 'plan_run', jsonb_build_object('run_id', id), account_id, id FROM created
-         ),
-         notified AS MATERIALIZED (
-             SELECT pg_notify('importer_jobs', '') WHERE EXISTS (SELECT 1 FROM created)
-         )
-         SELECT {RUN_COLUMNS} FROM created WHERE (SELECT count(*) FROM notified) >= 0"
+        "SELECT {RUN_COLUMNS} FROM importer.create_runs(ARRAY[$1::bigint], 'admin', $2, $3)"
     );
-    let created = sqlx::query_as::<_, Run>(&sql)
+    let created: Option<Run> = sqlx::query_as(&sql)
         .bind(list_id)
         .bind(mode)
         .bind(since)
         .fetch_optional(pool)
-        .await;
-    match created {
-        Ok(Some(run)) => Ok(run),
-        Ok(None) => {
-            let list: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-                "SELECT date_trunc('second', now()), synced_until FROM importer.lists WHERE id = $1",
-            )
-            .bind(list_id)
-            .fetch_optional(pool)
-            .await?;
-            match list {
-                None => Err(RunError::ListNotFound(list_id)),
-                Some((until, cursor)) => Err(RunError::SinceInFuture {
-                    since: since.or(cursor).unwrap_or(until),
-                    until,
-                }),
-            }
-        }
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("runs_one_active_per_list") => {
-            match active_for_list(pool, list_id).await? {
-                Some(active) => Err(RunError::AlreadyActive {
-                    run_id: active.id,
-                    list_id,
-                }),
-                // It finished in between: the caller may simply try again.
-                None => Err(RunError::Database(sqlx::Error::Database(e))),
-            }
-        }
-        Err(e) => Err(e.into()),
+        .await?;
+    if let Some(run) = created {
+        return Ok(run);
     }
+    // Nothing was created: say why.
+    if let Some(active) = active_for_list(pool, list_id).await? {
+        return Err(RunError::AlreadyActive {
+            run_id: active.id,
+            list_id,
+        });
+    }
+    let list: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT date_trunc('second', now() - coalesce(l.sync_lag, s.sync_lag)), l.synced_until
+           FROM importer.lists l CROSS JOIN importer.settings s WHERE l.id = $1",
+    )
+    .bind(list_id)
+    .fetch_optional(pool)
+    .await?;
+    match list {
+        None => Err(RunError::ListNotFound(list_id)),
+        Some((until, cursor)) => Err(RunError::SinceInFuture {
+            since: since.or(cursor).unwrap_or(until),
+            until,
+        }),
+    }
+}
+
+/// What is left to read of a run's window: `[since, until)` minus the list's coverage, in
+/// order (`importer.run_gaps`; `lo = None` is the start of a full sync). Errors are database
+/// failures.
+pub async fn gaps(pool: &PgPool, run_id: i64) -> Result<Vec<Interval>, RunError> {
+    let rows: Vec<(Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT nullif(lo, '-infinity'), hi FROM importer.run_gaps($1) WHERE lo < hi ORDER BY lo",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(lo, hi)| Interval { lo, hi })
+        .collect())
 }
 
 /// The run with this id, if any. Errors are database failures.

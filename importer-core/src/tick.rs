@@ -31,16 +31,20 @@ pub enum TickError {
     Database(#[from] sqlx::Error),
 }
 
-/// Creates the runs due at `now` (normally `Utc::now()`); returns them, in list order.
-/// Idempotent within a slot. Errors are database failures; nothing is created then.
+/// Creates the runs due now; returns them, in list order. `at` picks the schedule slot and
+/// defaults to the database clock (workers pass `None`: a worker's clock is never trusted);
+/// tests pass an instant to play through a schedule. Either way each run's window ends at the
+/// database clock minus the sync lag (`importer.create_runs`). Idempotent within a slot.
+/// Errors are database failures; nothing is created then.
 pub async fn tick<'e, E: PgExecutor<'e>>(
     executor: E,
-    now: DateTime<Utc>,
+    at: Option<DateTime<Utc>>,
 ) -> Result<Vec<TickedRun>, TickError> {
     Ok(sqlx::query_as(
-        "SELECT run_id, list_id, account_id, mode FROM importer.tick($1) ORDER BY list_id",
+        "SELECT run_id, list_id, account_id, mode
+           FROM importer.tick(coalesce($1, now())) ORDER BY list_id",
     )
-    .bind(now)
+    .bind(at)
     .fetch_all(executor)
     .await?)
 }

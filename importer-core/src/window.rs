@@ -1,44 +1,58 @@
-//! The sync window and lossless offset paging over it (DESIGN.md section 6).
+//! The sync window and how a run splits it into ranges (DESIGN.md section 6).
 //!
-//! A run covers the members whose `last_changed` lies in `[since, until)`, with `until` frozen
-//! (truncated to the second) when the run is created. Mailchimp pages by offset over a filtered
-//! set with no snapshot, so a member that changes mid-run shifts every later offset. This module
-//! makes paging lossless anyway:
+//! A run covers the members whose `last_changed` lies in `[since, until)`. `until` is frozen by
+//! `importer.create_runs` from the database clock minus the sync lag, so every change stamped
+//! before `until` was visible before the run started (assumption A1 below), and every change made
+//! during the run is stamped at or after `until` and leaves the window instead of entering it.
 //!
-//! 1. **The window only shrinks.** `until` is in the past, so no member can *enter* the window
-//!    during the run: a new or modified member gets `last_changed = now >= until`. Members can only
-//!    *leave* it (modified, archived, deleted). We page in Mailchimp's insertion order (no
-//!    `sort_field`), which is stable: positions can only move down, never up, and never swap.
-//! 2. **Planning.** The plan job counts the window once (`T = total_items`) and enqueues one page
-//!    job per `PAGE_SIZE` offsets. Pages run in parallel on any number of workers.
-//! 3. **Shrink compensation.** A page job for original positions `[o, o + n)` fetches current
-//!    positions `[o, o + n)`. The response's `total_items` tells how many members have left
-//!    (`r = T - total_items`); a member of our range that is not in the fetched page can only have
-//!    slid below `o`, by at most `r`. So the job also fetches the gap `[o - r, o)` (top down, in
-//!    chunks), and repeats with the new `r` until a whole gap pass sees no further removal: with no
-//!    removal during that pass, positions were frozen while it ran, and every member of our range
-//!    still in the window lay inside the gap.
+//! **Planning.** The plan job asks the database what is left of the window (`importer.run_gaps`:
+//! the window minus the list's coverage), counts each gap with one sorted one-member request
+//! (which also tells the gap's earliest second), and splits large gaps into ranges of whole
+//! seconds `[lo, hi)` at boundaries found by one-member probes at evenly spaced offsets in
+//! `last_changed` order ([`probe_offsets`], [`split_gap`]). A probe is ~60 bytes. The probes run in
+//! parallel on slots the plan job borrows from its account. Boundaries do not need to be exact:
+//! ranges partition the window by seconds whatever the probes answer, so a probe that raced a
+//! change only makes ranges less even.
 //!
-//! Members that left the window mid-run changed, so their new `last_changed` is at or after
-//! `until` and the next incremental run sends them (DESIGN.md: "in this run or the next").
-//! Members fetched twice (the gap overlaps the previous page) are sent twice; the destination
-//! upserts by id, so that is harmless. The job is stateless: a retry simply runs it again with the
-//! same planned total.
+//! **Reading.** Each range is one `import_window` job that reads its range page after page in
+//! Mailchimp's insertion order, losslessly, while members leave it: see
+//! [`crate::range_reader`] for the argument. A range only loses members (they change and leave),
+//! so the cost of compensating is bounded by the range's own removals, not by every removal of
+//! the window as with offset paging over the whole window.
 //!
-//! `since` is sent as `since - 1s`: Mailchimp's `since_last_changed` is strict by default but may
-//! be inclusive; one second earlier covers `[since, …)` either way (at worst a boundary second is
-//! sent twice).
-
-use std::future::Future;
+//! **Completion.** A finished range records its interval in `importer.coverage`; the list's
+//! cursor moves over the contiguous covered prefix only (`importer.advance_cursor`), so a failed
+//! run keeps its completed ranges and the next run reads only the gaps.
+//!
+//! **What is assumed of Mailchimp, and what happens when it fails:**
+//! - A1: a change is visible through the API within the sync lag of its `last_changed`, on
+//!   Mailchimp's clock, which is within the lag of ours. If not, a late member can enter a range
+//!   after it was read past. Detected when a range's count grows between two reads (the range is
+//!   re-read from its start, up to [`crate::range_reader::MAX_RESTARTS`] times, then the job fails
+//!   and the run cannot complete: the cursor stays), and counted in `runs.window_events` and in
+//!   `importer_window_events_total`. A growth hidden by an equal number of removals between two
+//!   reads of the same range is not detectable from counts; the lag is the defence.
+//! - A2: without `sort_field`, members come in insertion order, and that order is stable: a
+//!   modified member keeps its place (CONTRACTS.md). The reader relies on it.
+//! - A3: `since_last_changed` is strict or inclusive (CONTRACTS.md); until the rule is known to be
+//!   inclusive the engine sends one second early ([`Range::query_bounds`]), which is right under
+//!   both, and skips members of that earlier second.
+//! - A4: `last_changed` has one-second resolution; boundaries are whole seconds.
+//! - Tie order inside a second is not assumed anywhere: probes only need *some* member's second.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Members per page job and per Mailchimp request (Mailchimp's maximum `count`).
+use crate::mailchimp::SinceRule;
+use crate::queue::Interval;
+use crate::range_reader::Progress;
+
+/// Members per Mailchimp request (Mailchimp's maximum `count`).
 pub const PAGE_SIZE: u64 = 1000;
 
-/// Gap passes a page job makes before giving up as "window still shrinking" (retryable).
-pub const MAX_GAP_PASSES: usize = 8;
+/// A gap is split into ranges of about this many members (fewer ranges than this would need
+/// are never made: each range costs a probe, ~2/3 of a page's latency).
+pub const RANGE_MEMBERS: u64 = 10_000;
 
 /// The `[since, until)` window of `last_changed` a run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,290 +63,216 @@ pub struct Window {
     pub until: DateTime<Utc>,
 }
 
-impl Window {
-    /// The value to send as `since_last_changed`: one second early, so strict and inclusive
-    /// servers both return every member changed at or after `since`.
-    pub fn since_param(&self) -> Option<DateTime<Utc>> {
-        self.since.map(|s| s - ChronoDuration::seconds(1))
+/// A `[lo, hi)` range of whole seconds of `last_changed`; `lo = None` is the start of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    /// Inclusive lower bound.
+    pub lo: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub hi: DateTime<Utc>,
+}
+
+impl Range {
+    /// The `since_last_changed` and `before_last_changed` to send for this range under `rule`.
+    /// `before` is strict (documented). `since` is `lo` when the server is known to be
+    /// inclusive, else one second earlier: strict then means `>= lo` exactly, and an inclusive
+    /// server also returns the second before `lo`, which the reader skips. A full sync sends no
+    /// `since` at all (a date far in the past has made Mailchimp hang).
+    pub fn query_bounds(&self, rule: SinceRule) -> (Option<DateTime<Utc>>, DateTime<Utc>) {
+        let since = self.lo.map(|lo| match rule {
+            SinceRule::Inclusive => lo,
+            SinceRule::Unknown | SinceRule::Strict => lo - ChronoDuration::seconds(1),
+        });
+        (since, self.hi)
     }
 
-    /// The value to send as `before_last_changed` (strict `<`, per Mailchimp).
-    pub fn before_param(&self) -> DateTime<Utc> {
-        self.until
+    /// Where a member stamped `second` (Unix seconds) falls relative to this range.
+    pub fn place(&self, second: i64) -> Placement {
+        if self.lo.is_some_and(|lo| second < lo.timestamp()) {
+            Placement::Before
+        } else if second >= self.hi.timestamp() {
+            Placement::After
+        } else {
+            Placement::Inside
+        }
+    }
+
+    /// This range as a coverage interval.
+    pub fn interval(&self) -> Interval {
+        Interval {
+            lo: self.lo,
+            hi: self.hi,
+        }
     }
 }
 
-/// Arguments of an `import_window` job: one page of a run's window.
+/// Where a member's `last_changed` falls relative to a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Before `lo`: the extra second an inclusive `since` returns (not this range's).
+    Before,
+    /// In `[lo, hi)`.
+    Inside,
+    /// At or after `hi`: the filter and the value disagree (a window event).
+    After,
+}
+
+/// Arguments of an `import_window` job: one range of a run's window and, once it has started,
+/// where its reader stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageArgs {
+pub struct RangeArgs {
     /// Mailchimp audience id.
     pub list_id: String,
-    /// The run's window.
-    pub window: Window,
-    /// First original position of this page.
-    pub offset: u64,
-    /// Members in this page (at most [`PAGE_SIZE`]).
-    pub count: u64,
-    /// Members in the whole window when the run was planned.
-    pub planned_total: u64,
+    /// The range.
+    #[serde(flatten)]
+    pub range: Range,
+    /// The reader's checkpoint (`None` until the first page is delivered).
+    #[serde(default)]
+    pub progress: Option<Progress>,
 }
 
-/// Splits a window of `total` members into page jobs of at most [`PAGE_SIZE`].
-pub fn plan_pages(list_id: &str, window: Window, total: u64) -> Vec<PageArgs> {
-    (0..total.div_ceil(PAGE_SIZE))
-        .map(|k| {
-            let offset = k * PAGE_SIZE;
-            PageArgs {
-                list_id: list_id.to_owned(),
-                window,
-                offset,
-                count: PAGE_SIZE.min(total - offset),
-                planned_total: total,
+/// How many ranges a gap of `members` should become, at most `max_ranges`.
+pub fn range_count(members: u64, max_ranges: usize) -> usize {
+    let wanted = usize::try_from(members.div_ceil(RANGE_MEMBERS)).unwrap_or(usize::MAX);
+    wanted.clamp(1, max_ranges.max(1))
+}
+
+/// The offsets (in `last_changed` order) whose members' seconds split a gap of `members` into
+/// `ranges` ranges of about equal size.
+pub fn probe_offsets(members: u64, ranges: usize) -> Vec<u64> {
+    let k = u64::try_from(ranges.max(1)).unwrap_or(1);
+    (1..k).map(|j| j * members / k).collect()
+}
+
+/// Splits `gap` at the probed seconds: boundaries outside `(lo, hi)` and repeats are dropped
+/// (a probe that fell in the gap's first second, or two probes in one bulk second).
+pub fn split_gap(gap: Range, mut boundaries: Vec<DateTime<Utc>>) -> Vec<Range> {
+    boundaries.retain(|b| gap.lo.is_none_or(|lo| *b > lo) && *b < gap.hi);
+    boundaries.sort_unstable();
+    boundaries.dedup();
+    let mut ranges = Vec::with_capacity(boundaries.len() + 1);
+    let mut lo = gap.lo;
+    for b in boundaries {
+        ranges.push(Range { lo, hi: b });
+        lo = Some(b);
+    }
+    ranges.push(Range { lo, hi: gap.hi });
+    ranges
+}
+
+/// Shares `total_ranges` among gaps in proportion to their members (each non-empty gap gets at
+/// least one; empty gaps get none).
+pub fn share_ranges(members: &[u64], total_ranges: usize) -> Vec<usize> {
+    let sum: u64 = members.iter().sum();
+    members
+        .iter()
+        .map(|&m| {
+            if m == 0 {
+                return 0;
             }
+            let share = (u128::from(m) * total_ranges as u128).div_ceil(u128::from(sum.max(1)));
+            usize::try_from(share)
+                .unwrap_or(1)
+                .max(1)
+                .min(range_count(m, total_ranges))
         })
         .collect()
-}
-
-/// One response of a [`PageSource`]: the members at the requested positions and the size of the
-/// whole window at the moment the page was read.
-#[derive(Debug)]
-pub struct Page<T> {
-    /// Members at `[offset, offset + count)` in insertion order.
-    pub items: Vec<T>,
-    /// Size of the whole filtered window when this page was read.
-    pub total: u64,
-}
-
-/// Reads pages of the window at current positions (Mailchimp in production).
-pub trait PageSource {
-    /// A member.
-    type Item;
-    /// The source's error.
-    type Error;
-    /// Fetches current positions `[offset, offset + count)`, `count <= PAGE_SIZE`.
-    fn fetch(
-        &self,
-        offset: u64,
-        count: u64,
-    ) -> impl Future<Output = Result<Page<Self::Item>, Self::Error>> + Send;
-}
-
-/// Why a page could not be read losslessly.
-#[derive(Debug, thiserror::Error)]
-pub enum WindowError<E> {
-    /// The source failed; see the inner error.
-    #[error(transparent)]
-    Source(E),
-    /// Members kept leaving the window through every gap pass (retry later).
-    #[error("the window kept shrinking through {passes} gap passes ({removed} members left)")]
-    StillShrinking {
-        /// Gap passes made.
-        passes: usize,
-        /// Members that had left the window at the last read.
-        removed: u64,
-    },
-}
-
-/// What reading one page took: the members and how many requests it cost.
-#[derive(Debug)]
-pub struct PageRead<T> {
-    /// Every member of the page still in the window, plus possibly some of the previous page.
-    pub items: Vec<T>,
-    /// Requests made (1 when nothing left the window).
-    pub requests: usize,
-    /// Members that had left the window at the last read.
-    pub removed: u64,
-}
-
-/// Reads one page job's range losslessly (see the module docs for the argument).
-///
-/// Errors: [`WindowError::Source`] when a request fails, [`WindowError::StillShrinking`] when
-/// members keep leaving through [`MAX_GAP_PASSES`] passes; both mean "retry the job later".
-pub async fn read_page<S: PageSource>(
-    source: &S,
-    args: &PageArgs,
-) -> Result<PageRead<S::Item>, WindowError<S::Error>> {
-    let first = source
-        .fetch(args.offset, args.count)
-        .await
-        .map_err(WindowError::Source)?;
-    let mut requests = 1;
-    let mut removed = args.planned_total.saturating_sub(first.total);
-    let mut items = first.items;
-    let mut passes = 0;
-    // The gap below our offset that members of our range may have slid into.
-    while removed > 0 && args.offset > 0 {
-        if passes == MAX_GAP_PASSES {
-            return Err(WindowError::StillShrinking { passes, removed });
-        }
-        passes += 1;
-        let gap_start = args.offset.saturating_sub(removed);
-        let mut top = args.offset;
-        let mut seen = removed;
-        // Top down: over a set that only shrinks, descending offsets never skip a member.
-        while top > gap_start {
-            let count = (top - gap_start).min(PAGE_SIZE);
-            let page = source
-                .fetch(top - count, count)
-                .await
-                .map_err(WindowError::Source)?;
-            requests += 1;
-            seen = seen.max(args.planned_total.saturating_sub(page.total));
-            items.extend(page.items);
-            top -= count;
-        }
-        if seen == removed {
-            break;
-        }
-        removed = seen;
-    }
-    Ok(PageRead {
-        items,
-        requests,
-        removed,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::collections::HashSet;
-    use std::sync::Mutex;
 
-    /// An in-memory window in insertion order that removes members as pages are read,
-    /// the way mid-run modifications do.
-    struct Shrinking {
-        members: Mutex<Vec<u32>>,
-        /// Before the i-th fetch, remove these positions.
-        removals: Mutex<Vec<Vec<usize>>>,
-    }
-
-    impl PageSource for Shrinking {
-        type Item = u32;
-        type Error = std::convert::Infallible;
-        async fn fetch(&self, offset: u64, count: u64) -> Result<Page<u32>, Self::Error> {
-            let mut members = self.members.lock().unwrap();
-            let mut removals = self.removals.lock().unwrap();
-            if !removals.is_empty() {
-                let mut positions = removals.remove(0);
-                positions.sort_unstable_by(|a, b| b.cmp(a));
-                for p in positions {
-                    if p < members.len() {
-                        members.remove(p);
-                    }
-                }
-            }
-            let start = (offset as usize).min(members.len());
-            let end = (start + count as usize).min(members.len());
-            Ok(Page {
-                items: members[start..end].to_vec(),
-                total: members.len() as u64,
-            })
-        }
-    }
-
-    fn window() -> Window {
-        Window {
-            since: None,
-            until: Utc::now(),
-        }
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(s, 0).unwrap()
     }
 
     #[test]
-    fn plan_splits_the_window_into_full_pages_and_a_tail() {
-        let pages = plan_pages("l1", window(), 2500);
-        let shape: Vec<(u64, u64)> = pages.iter().map(|p| (p.offset, p.count)).collect();
-        assert_eq!(shape, vec![(0, 1000), (1000, 1000), (2000, 500)]);
-        assert!(plan_pages("l1", window(), 0).is_empty());
-        assert_eq!(plan_pages("l1", window(), 1000).len(), 1);
-        assert_eq!(plan_pages("l1", window(), 1001).len(), 2);
+    fn since_is_one_second_early_unless_the_server_is_known_inclusive() {
+        let r = Range {
+            lo: Some(t(100)),
+            hi: t(200),
+        };
+        assert_eq!(r.query_bounds(SinceRule::Unknown), (Some(t(99)), t(200)));
+        assert_eq!(r.query_bounds(SinceRule::Strict), (Some(t(99)), t(200)));
+        assert_eq!(r.query_bounds(SinceRule::Inclusive), (Some(t(100)), t(200)));
+        let full = Range { lo: None, hi: t(5) };
+        assert_eq!(full.query_bounds(SinceRule::Unknown), (None, t(5)));
     }
 
     #[test]
-    fn since_is_sent_one_second_early_and_until_as_is() {
-        let w = Window {
-            since: Some(DateTime::from_timestamp(100, 0).unwrap()),
-            until: DateTime::from_timestamp(200, 0).unwrap(),
+    fn members_are_placed_by_their_second() {
+        let r = Range {
+            lo: Some(t(100)),
+            hi: t(200),
         };
-        assert_eq!(w.since_param().unwrap().timestamp(), 99);
-        assert_eq!(w.before_param().timestamp(), 200);
+        assert_eq!(r.place(99), Placement::Before);
+        assert_eq!(r.place(100), Placement::Inside);
+        assert_eq!(r.place(199), Placement::Inside);
+        assert_eq!(r.place(200), Placement::After);
+        assert_eq!(Range { lo: None, hi: t(5) }.place(-10), Placement::Inside);
     }
 
-    #[tokio::test]
-    async fn a_page_without_removals_costs_one_request() {
-        let source = Shrinking {
-            members: Mutex::new((0..3000).collect()),
-            removals: Mutex::new(vec![]),
+    #[test]
+    fn gaps_split_at_distinct_inner_boundaries_only() {
+        let gap = Range {
+            lo: Some(t(10)),
+            hi: t(100),
         };
-        let args = &plan_pages("l", window(), 3000)[1];
-        let read = read_page(&source, args).await.unwrap();
-        assert_eq!(read.requests, 1);
-        assert_eq!(read.items, (1000..2000).collect::<Vec<_>>());
-    }
-
-    /// Members removed below a page's offset before it is read shift the page; the gap pass
-    /// recovers the members that slid below the offset.
-    #[tokio::test]
-    async fn members_that_slid_below_the_offset_are_recovered_from_the_gap() {
-        let source = Shrinking {
-            members: Mutex::new((0..3000).collect()),
-            // 7 members of page 0 leave before page 2 is read; 3 more leave during its gap pass.
-            removals: Mutex::new(vec![vec![1, 5, 9, 100, 200, 300, 999], vec![0, 1, 2]]),
-        };
-        let args = &plan_pages("l", window(), 3000)[2];
-        let read = read_page(&source, args).await.unwrap();
-        let got: HashSet<u32> = read.items.into_iter().collect();
-        for m in 2000..3000 {
-            assert!(got.contains(&m), "member {m} of page 2 was skipped");
-        }
-        assert!(
-            read.requests >= 3,
-            "expected gap passes, made {}",
-            read.requests
+        let ranges = split_gap(gap, vec![t(50), t(10), t(50), t(30), t(100), t(5)]);
+        assert_eq!(
+            ranges,
+            vec![
+                Range {
+                    lo: Some(t(10)),
+                    hi: t(30)
+                },
+                Range {
+                    lo: Some(t(30)),
+                    hi: t(50)
+                },
+                Range {
+                    lo: Some(t(50)),
+                    hi: t(100)
+                },
+            ]
         );
+        let full = split_gap(Range { lo: None, hi: t(9) }, vec![t(3)]);
+        assert_eq!(full[0], Range { lo: None, hi: t(3) });
+        assert_eq!(split_gap(gap, vec![]), vec![gap]);
     }
 
-    /// The whole run: every page read while members keep leaving, in an adversarial order.
-    /// Every member that never left must be read by some page.
-    #[tokio::test]
-    async fn no_unchanged_member_is_lost_whatever_the_page_order() {
-        let total = 5000u32;
-        let source = Shrinking {
-            members: Mutex::new((0..total).collect()),
-            // Two members leave before every third request, anywhere in the window.
-            removals: Mutex::new(
-                (0..60)
-                    .map(|i| match i % 3 {
-                        0 => vec![i * 37 % 900, i * 11 % 3000],
-                        _ => vec![],
-                    })
-                    .collect(),
-            ),
-        };
-        let pages = plan_pages("l", window(), u64::from(total));
-        let mut got = HashSet::new();
-        // Read pages last-to-first and interleaved, as parallel workers might.
-        for idx in [4usize, 2, 0, 3, 1] {
-            let read = read_page(&source, &pages[idx]).await.unwrap();
-            got.extend(read.items);
-        }
-        let remaining: Vec<u32> = source.members.lock().unwrap().clone();
-        for m in remaining {
-            assert!(got.contains(&m), "unchanged member {m} was lost");
-        }
+    #[test]
+    fn ranges_are_about_range_members_each_within_the_cap() {
+        assert_eq!(range_count(0, 10), 1);
+        assert_eq!(range_count(10_000, 10), 1);
+        assert_eq!(range_count(10_001, 10), 2);
+        assert_eq!(range_count(1_000_000, 10), 10);
+        assert_eq!(probe_offsets(200_000, 4), vec![50_000, 100_000, 150_000]);
+        assert!(probe_offsets(5, 1).is_empty());
     }
 
-    #[tokio::test]
-    async fn a_window_that_keeps_shrinking_gives_up_after_max_passes() {
-        let source = Shrinking {
-            members: Mutex::new((0..3000).collect()),
-            removals: Mutex::new((0..100).map(|_| vec![0]).collect()),
+    #[test]
+    fn ranges_are_shared_in_proportion_to_members() {
+        assert_eq!(share_ranges(&[200_000], 10), vec![10]);
+        assert_eq!(share_ranges(&[150_000, 50_000, 0], 8), vec![6, 2, 0]);
+        assert_eq!(share_ranges(&[5, 195_000], 10), vec![1, 10]);
+    }
+
+    #[test]
+    fn range_args_round_trip_as_job_arguments() {
+        let args = RangeArgs {
+            list_id: "l1".into(),
+            range: Range {
+                lo: None,
+                hi: t(1_700_000_000),
+            },
+            progress: None,
         };
-        let args = &plan_pages("l", window(), 3000)[2];
-        let err = read_page(&source, args).await.unwrap_err();
-        assert!(
-            matches!(err, WindowError::StillShrinking { passes, .. } if passes == MAX_GAP_PASSES)
-        );
+        let json = serde_json::to_value(&args).unwrap();
+        assert_eq!(json["hi"], "2023-11-14T22:13:20Z");
+        assert!(json["lo"].is_null());
+        assert_eq!(serde_json::from_value::<RangeArgs>(json).unwrap(), args);
     }
 }

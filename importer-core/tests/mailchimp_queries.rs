@@ -46,7 +46,12 @@ async fn fetch_all(
 ) -> Vec<importer_core::mailchimp::Member> {
     let first = account.members(base).await.unwrap();
     let total = first.total_items;
-    let mut all = first.members;
+    let mut all = first
+        .members
+        .clone()
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect::<Vec<_>>();
     while (all.len() as u64) < total {
         let q = MembersQuery {
             offset: all.len() as u64,
@@ -58,7 +63,7 @@ async fn fetch_all(
             !page.members.is_empty(),
             "empty page before total_items was reached"
         );
-        all.extend(page.members);
+        all.extend(page.members.into_iter().filter_map(Result::ok));
     }
     assert_eq!(all.len() as u64, total);
     all
@@ -76,7 +81,7 @@ async fn offset_paging_covers_the_list_exactly_once() {
     for count in [1000, 7] {
         let q = MembersQuery {
             count,
-            ..MembersQuery::new(LIST).with_last_changed()
+            ..MembersQuery::new(LIST)
         };
         let members = fetch_all(&account, &q).await;
         let ids: BTreeSet<_> = members.iter().map(|m| m.id.clone().unwrap()).collect();
@@ -91,7 +96,7 @@ async fn offset_paging_covers_the_list_exactly_once() {
     }
     let past_end = MembersQuery {
         offset: 2500,
-        ..MembersQuery::new(LIST).with_last_changed()
+        ..MembersQuery::new(LIST)
     };
     let page = account.members(&past_end).await.unwrap();
     assert!(page.members.is_empty());
@@ -101,7 +106,7 @@ async fn offset_paging_covers_the_list_exactly_once() {
 #[tokio::test]
 async fn mapped_pages_equal_the_simulators_expected_records() {
     let (sim, _key, account) = sim(1500).await;
-    let members = fetch_all(&account, &MembersQuery::new(LIST).with_last_changed()).await;
+    let members = fetch_all(&account, &MembersQuery::new(LIST)).await;
     let (records, rejections) = map_page(members);
     assert!(rejections.is_empty(), "{rejections:?}");
     let got: BTreeMap<_, _> = records
@@ -132,7 +137,7 @@ async fn window_filters_match_local_filtering(inclusive_since: bool) {
         ..Default::default()
     };
     let (_sim, _key, account) = sim_with(config, 3000).await;
-    let all = fetch_all(&account, &MembersQuery::new(LIST).with_last_changed()).await;
+    let all = fetch_all(&account, &MembersQuery::new(LIST)).await;
     // Pick instants that many members share (bulk imports share a second).
     let mut by_second: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
     for m in &all {
@@ -164,7 +169,7 @@ async fn window_filters_match_local_filtering(inclusive_since: bool) {
         let q = MembersQuery {
             since_last_changed: since,
             before_last_changed: before,
-            ..MembersQuery::new(LIST).with_last_changed()
+            ..MembersQuery::new(LIST)
         };
         let got: BTreeSet<_> = fetch_all(&account, &q)
             .await
@@ -197,7 +202,7 @@ async fn fractional_instants_are_sent_as_whole_seconds() {
     let q = MembersQuery {
         since_last_changed: Some(now - Duration::days(36_500) + Duration::milliseconds(123)),
         before_last_changed: Some(now + Duration::milliseconds(456)),
-        ..MembersQuery::new(LIST).with_last_changed()
+        ..MembersQuery::new(LIST)
     };
     assert_eq!(account.members(&q).await.unwrap().total_items, 200);
 }
@@ -214,7 +219,7 @@ async fn members_changed_now_are_found_by_since() {
     let added: BTreeSet<_> = sim.mailchimp().add_members(LIST, 5).into_iter().collect();
     let q = MembersQuery {
         since_last_changed: Some(start),
-        ..MembersQuery::new(LIST).with_last_changed()
+        ..MembersQuery::new(LIST)
     };
     let got: BTreeSet<_> = fetch_all(&account, &q)
         .await
@@ -233,7 +238,7 @@ async fn the_status_filter_partitions_the_list() {
     for status in MemberStatus::ALL {
         let q = MembersQuery {
             status: Some(status),
-            ..MembersQuery::new(LIST).with_last_changed()
+            ..MembersQuery::new(LIST)
         };
         let members = fetch_all(&account, &q).await;
         assert!(members
@@ -252,11 +257,11 @@ async fn the_status_filter_partitions_the_list() {
 #[tokio::test]
 async fn sorting_by_last_changed_orders_both_ways() {
     let (_sim, _key, account) = sim(1200).await;
-    let insertion: Vec<_> = fetch_all(&account, &MembersQuery::new(LIST).with_last_changed()).await;
+    let insertion: Vec<_> = fetch_all(&account, &MembersQuery::new(LIST)).await;
     for dir in [SortDir::Asc, SortDir::Desc] {
         let q = MembersQuery {
             sort: Some((SortField::LastChanged, dir)),
-            ..MembersQuery::new(LIST).with_last_changed()
+            ..MembersQuery::new(LIST)
         };
         let sorted = fetch_all(&account, &q).await;
         let times: Vec<_> = sorted.iter().map(changed).collect();
@@ -278,7 +283,7 @@ async fn sorting_by_last_changed_orders_both_ways() {
     for field in [SortField::TimestampOpt, SortField::TimestampSignup] {
         let q = MembersQuery {
             sort: Some((field, SortDir::Desc)),
-            ..MembersQuery::new(LIST).with_last_changed()
+            ..MembersQuery::new(LIST)
         };
         assert_eq!(fetch_all(&account, &q).await.len(), 1200);
     }
@@ -287,10 +292,7 @@ async fn sorting_by_last_changed_orders_both_ways() {
 #[tokio::test]
 async fn requesting_only_mapped_fields_shrinks_the_body_many_times() {
     let (sim, key, account) = sim(1000).await;
-    let ours = account
-        .members(&MembersQuery::new(LIST).with_last_changed())
-        .await
-        .unwrap();
+    let ours = account.members(&MembersQuery::new(LIST)).await.unwrap();
     assert_eq!(ours.members.len(), 1000);
     // The baseline: the same page without `fields`, as a naive client would ask for it.
     let full = reqwest::Client::new()

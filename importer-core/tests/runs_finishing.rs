@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use importer_core::queue::{self, CompleteOutcome, Completion};
 use importer_core::runs::{self, RunStatus};
-use importer_core::tick;
+use importer_core::{settings, tick};
 use queue_support::{
     account_with_list, admin_run, claim_one, planned_run, pools, record_run_transitions,
     transitions, window, LEASE,
@@ -162,8 +162,11 @@ async fn cursor_never_moves_backwards(pool: PgPool) {
     let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
     let t1 = t0 + chrono::Duration::hours(1);
 
-    // The older run fails: one window dies.
-    let older = tick::tick(&pool, t0).await.unwrap();
+    // The older run's window ends an hour ago (a long sync lag); it fails: one window dies.
+    settings::set_sync_lag(&pool, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let older = tick::tick(&pool, Some(t0)).await.unwrap();
     assert_eq!(older.len(), 1);
     let plan = claim_one(&pool, "w").await;
     let child = window(older[0].account_id, older[0].run_id, 0);
@@ -191,15 +194,21 @@ async fn cursor_never_moves_backwards(pool: PgPool) {
     );
     assert_eq!(cursor(&pool, list).await, None);
 
-    // The newer run covers the same ground and completes.
-    let newer = tick::tick(&pool, t1).await.unwrap();
+    // The newer run (no lag) covers the same ground and more, and completes.
+    settings::set_sync_lag(&pool, Duration::ZERO).await.unwrap();
+    let newer = tick::tick(&pool, Some(t1)).await.unwrap();
     assert_eq!(newer.len(), 1);
     let plan = claim_one(&pool, "w").await;
     assert_eq!(plan.run_id, Some(newer[0].run_id));
     queue::complete(&pool, plan.fence(), Completion::default())
         .await
         .unwrap();
-    assert_eq!(cursor(&pool, list).await, Some(t1));
+    let newer_until = runs::get(&pool, newer[0].run_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .until;
+    assert_eq!(cursor(&pool, list).await, Some(newer_until));
 
     // The older run, requeued and completed late, must not pull the cursor back to t0.
     assert_eq!(queue::requeue_run(&pool, older[0].run_id).await.unwrap(), 1);
@@ -214,8 +223,8 @@ async fn cursor_never_moves_backwards(pool: PgPool) {
         }
     );
     let older_run = runs::get(&pool, older[0].run_id).await.unwrap().unwrap();
-    assert_eq!(older_run.until, t0);
-    assert_eq!(cursor(&pool, list).await, Some(t1));
+    assert!(older_run.until < newer_until);
+    assert_eq!(cursor(&pool, list).await, Some(newer_until));
 }
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]

@@ -44,6 +44,77 @@ pub struct MailchimpSimConfig {
     pub strict_timestamps: bool,
     /// `Retry-After` seconds sent with every 429; `None` sends no header (Mailchimp's default).
     pub retry_after_on_429: Option<u64>,
+    /// Mailchimp's clock minus ours, in seconds (either sign): changes are stamped with
+    /// `last_changed` = our time + this offset.
+    pub clock_offset_secs: i64,
+    /// A change becomes visible in the API this long after it is made (Mailchimp processes bulk
+    /// changes asynchronously); until then requests see the member as it was.
+    #[serde(rename = "visibility_delay_ms", with = "millis")]
+    pub visibility_delay: Duration,
+    /// Changes applied to lists while runs read them, triggered by the count of member
+    /// requests (also settable at run time: `PUT /_sim/churn`).
+    pub churn: Vec<ChurnStep>,
+}
+
+/// A batch of changes the simulator applies to a list once it has answered `after_requests`
+/// member requests (of that list, or of any list when `list_id` is unset): shares of the list's
+/// current size to modify (mapped fields change), touch (`last_changed` only, as a re-import
+/// that changes nothing we map), add, delete and archive, all in one second.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChurnStep {
+    /// Member requests answered before the step fires.
+    pub after_requests: u64,
+    /// Only this list (default: every list, each counted on its own).
+    pub list_id: Option<String>,
+    /// Share of members whose names (and some statuses) change.
+    pub modify: f64,
+    /// Share of members whose `last_changed` moves with nothing mapped changing.
+    pub touch: f64,
+    /// Share of the list added as new members.
+    pub add: f64,
+    /// Share of members permanently deleted.
+    pub delete: f64,
+    /// Share of members archived.
+    pub archive: f64,
+}
+
+impl ChurnStep {
+    /// Parses `after=50,modify=0.05,touch=0,add=0.02,delete=0.02,archive=0.01,list=abc`.
+    pub fn parse(text: &str) -> Result<ChurnStep, String> {
+        let mut step = ChurnStep::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not key=value"))?;
+            let share = || {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| (0.0..=10.0).contains(v))
+                    .ok_or_else(|| format!("{key}={value:?} is not a share between 0 and 10"))
+            };
+            match key {
+                "after" => {
+                    step.after_requests = value
+                        .parse()
+                        .map_err(|_| format!("after={value:?} is not a request count"))?
+                }
+                "list" => step.list_id = Some(value.to_owned()),
+                "modify" => step.modify = share()?,
+                "touch" => step.touch = share()?,
+                "add" => step.add = share()?,
+                "delete" => step.delete = share()?,
+                "archive" => step.archive = share()?,
+                other => {
+                    return Err(format!(
+                        "unknown churn key {other:?} (after, list, modify, touch, add, delete, archive)"
+                    ))
+                }
+            }
+        }
+        Ok(step)
+    }
 }
 
 impl Default for MailchimpSimConfig {
@@ -57,6 +128,9 @@ impl Default for MailchimpSimConfig {
             clamp_count: false,
             strict_timestamps: true,
             retry_after_on_429: None,
+            clock_offset_secs: 0,
+            visibility_delay: Duration::ZERO,
+            churn: Vec::new(),
         }
     }
 }
@@ -150,6 +224,26 @@ mod tests {
         assert_eq!(c.mailchimp.max_connections_per_key, 10);
         assert!(c.mailchimp.strict_timestamps);
         assert_eq!(c.destination.max_batch, 1000);
+    }
+
+    #[test]
+    fn churn_steps_parse_from_flags_and_toml() {
+        let step = ChurnStep::parse("after=40, modify=0.05,add=0.02,list=l1").unwrap();
+        assert_eq!(step.after_requests, 40);
+        assert_eq!(step.modify, 0.05);
+        assert_eq!(step.add, 0.02);
+        assert_eq!(step.list_id.as_deref(), Some("l1"));
+        assert!(ChurnStep::parse("after=x").is_err());
+        assert!(ChurnStep::parse("shuffle=1").is_err());
+        assert!(ChurnStep::parse("modify=-1").is_err());
+        let c: SimConfig = toml::from_str(
+            "[mailchimp]\nclock_offset_secs = -10\nvisibility_delay_ms = 3000\n\
+             [[mailchimp.churn]]\nafter_requests = 5\ndelete = 0.1\n",
+        )
+        .unwrap();
+        assert_eq!(c.mailchimp.clock_offset_secs, -10);
+        assert_eq!(c.mailchimp.visibility_delay, Duration::from_secs(3));
+        assert_eq!(c.mailchimp.churn[0].delete, 0.1);
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod server;
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub use config::{DestinationSimConfig, MailchimpSimConfig, SeedAccount, SeedList, SimConfig};
+pub use config::{
+    ChurnStep, DestinationSimConfig, MailchimpSimConfig, SeedAccount, SeedList, SimConfig,
+};
 pub use destination::{DestinationFaults, DestinationSim, DestinationStats, Verification};
 pub use mailchimp::{KeyStats, MailchimpFaults, MailchimpSim};
 pub use record::{ExpectedRecord, Record, StoredRecord};

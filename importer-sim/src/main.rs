@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use importer_sim::SimConfig;
+use importer_sim::{ChurnStep, SimConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Simulators of the Mailchimp Marketing API and of the destination records API.
@@ -48,6 +48,26 @@ struct Args {
     /// Simultaneous Mailchimp requests per key (overrides the file).
     #[arg(long, env = "IMPORTER_SIM_MAX_CONNECTIONS")]
     max_connections_per_key: Option<usize>,
+    /// Mailchimp's clock minus ours, in seconds, either sign (overrides the file).
+    #[arg(
+        long,
+        env = "IMPORTER_SIM_CLOCK_OFFSET_SECS",
+        allow_hyphen_values = true
+    )]
+    clock_offset_secs: Option<i64>,
+    /// Changes become visible this many milliseconds after they are made (overrides the file).
+    #[arg(long, env = "IMPORTER_SIM_VISIBILITY_DELAY_MS")]
+    visibility_delay_ms: Option<u64>,
+    /// `since_last_changed` is inclusive (`>=`) instead of strict.
+    #[arg(long, env = "IMPORTER_SIM_INCLUSIVE_SINCE")]
+    inclusive_since: bool,
+    /// Equal sort keys come back in a different order on every request.
+    #[arg(long, env = "IMPORTER_SIM_UNSTABLE_TIES")]
+    unstable_ties: bool,
+    /// A churn step, e.g. `after=20,modify=0.05,add=0.02,delete=0.02,archive=0.01` (repeatable;
+    /// added to the file's).
+    #[arg(long = "churn", value_parser = parse_churn)]
+    churn: Vec<ChurnStep>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "IMPORTER_SIM_LOG_JSON")]
     log_json: bool,
@@ -83,8 +103,21 @@ impl Args {
         if let Some(n) = self.max_connections_per_key {
             config.mailchimp.max_connections_per_key = n;
         }
+        if let Some(secs) = self.clock_offset_secs {
+            config.mailchimp.clock_offset_secs = secs;
+        }
+        if let Some(ms) = self.visibility_delay_ms {
+            config.mailchimp.visibility_delay = Duration::from_millis(ms);
+        }
+        config.mailchimp.inclusive_since |= self.inclusive_since;
+        config.mailchimp.unstable_ties |= self.unstable_ties;
+        config.mailchimp.churn.extend(self.churn.iter().cloned());
         Ok(config)
     }
+}
+
+fn parse_churn(text: &str) -> Result<ChurnStep, String> {
+    ChurnStep::parse(text)
 }
 
 #[tokio::main]
@@ -153,5 +186,29 @@ mod tests {
         let config = args.config().unwrap();
         assert_eq!(config.seed, 9);
         assert_eq!(config.accounts.len(), 3);
+    }
+
+    #[test]
+    fn time_and_churn_switches_come_from_flags() {
+        let args = Args::try_parse_from([
+            "importer-sim",
+            "--clock-offset-secs",
+            "-10",
+            "--visibility-delay-ms",
+            "2500",
+            "--inclusive-since",
+            "--unstable-ties",
+            "--churn",
+            "after=5,modify=0.1",
+            "--churn",
+            "after=9,delete=0.05",
+        ])
+        .unwrap();
+        let c = args.config().unwrap().mailchimp;
+        assert_eq!(c.clock_offset_secs, -10);
+        assert_eq!(c.visibility_delay, Duration::from_millis(2500));
+        assert!(c.inclusive_since && c.unstable_ties);
+        assert_eq!(c.churn.len(), 2);
+        assert_eq!(c.churn[1].delete, 0.05);
     }
 }

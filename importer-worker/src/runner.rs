@@ -277,7 +277,7 @@ async fn ticker(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = timer.tick() => {}
         }
-        match tick::tick(&pool, chrono::Utc::now()).await {
+        match tick::tick(&pool, None).await {
             Ok(created) if !created.is_empty() => {
                 tracing::info!(runs = created.len(), "tick created scheduled runs");
             }

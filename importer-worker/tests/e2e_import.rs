@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
-use common::{assert_completed, next_second, Harness};
+use common::{assert_completed, wait_past_lag, Harness, TEST_LAG};
 use importer_core::mailchimp::{MailchimpClient, MailchimpConfig};
 use importer_core::runs::{self, RunMode};
 use importer_core::secrets::Secret;
 use importer_core::tick;
-use importer_sim::{MailchimpSimConfig, SimConfig};
+use importer_sim::{ChurnStep, MailchimpSimConfig, SimConfig};
 use sqlx::PgPool;
 
 fn fast_sim() -> SimConfig {
@@ -59,7 +59,15 @@ async fn three_worker_processes_import_every_member_of_every_list_exactly_once(p
         assert_eq!(run.mode, RunMode::Full);
         assert_eq!(run.members_total, Some(size), "list {}", list.mailchimp_id);
         assert_eq!(run.records_imported, size, "list {}", list.mailchimp_id);
-        assert_eq!(run.jobs_total as i64, 1 + (size + 999) / 1000);
+        // The plan job and one job per range of about RANGE_MEMBERS (none for an empty list).
+        let ranges = i64::from(run.jobs_total) - 1;
+        let most = (size + importer_core::window::RANGE_MEMBERS as i64 - 1)
+            / importer_core::window::RANGE_MEMBERS as i64;
+        assert!(
+            (size == 0 && ranges == 0) || (ranges >= 1 && ranges <= most),
+            "list {}: {ranges} ranges for {size} members",
+            list.mailchimp_id
+        );
         assert_eq!(h.cursor(run.list_id).await, Some(run.until));
     }
     h.assert_destination_matches();
@@ -76,7 +84,7 @@ async fn the_next_scheduled_run_sends_only_the_members_that_changed(pool: PgPool
     let a = h.add_account("inc", &[3000, 2000], 10).await;
     let worker = h.spawn_worker(h.worker_config(10)).await;
 
-    let first = tick::tick(&h.pool, chrono::Utc::now()).await.unwrap();
+    let first = tick::tick(&h.pool, Some(chrono::Utc::now())).await.unwrap();
     assert_eq!(first.len(), 2);
     let ids: Vec<i64> = first.iter().map(|t| t.run_id).collect();
     for run in h.wait_finished(&ids, Duration::from_secs(60)).await {
@@ -84,7 +92,7 @@ async fn the_next_scheduled_run_sends_only_the_members_that_changed(pool: PgPool
     }
     h.assert_destination_matches();
 
-    next_second().await;
+    common::next_second().await;
     let mc = h.sim.mailchimp();
     let lists = h.accounts[a].lists.clone();
     let mut changed = Vec::new();
@@ -97,7 +105,7 @@ async fn the_next_scheduled_run_sends_only_the_members_that_changed(pool: PgPool
         assert_eq!(ids.len(), modify + add);
         changed.push(ids.len() as i64);
     }
-    next_second().await;
+    wait_past_lag(TEST_LAG).await;
     let received_before = h
         .sim
         .destination()
@@ -109,7 +117,7 @@ async fn the_next_scheduled_run_sends_only_the_members_that_changed(pool: PgPool
         .execute(&h.pool)
         .await
         .unwrap();
-    let second = tick::tick(&h.pool, chrono::Utc::now()).await.unwrap();
+    let second = tick::tick(&h.pool, Some(chrono::Utc::now())).await.unwrap();
     assert_eq!(second.len(), 2);
     let ids: Vec<i64> = second.iter().map(|t| t.run_id).collect();
     let finished = h.wait_finished(&ids, Duration::from_secs(60)).await;
@@ -164,6 +172,13 @@ async fn contacts_changing_mid_run_are_delivered_by_this_run_or_the_next(pool: P
         mailchimp: MailchimpSimConfig {
             latency_base: Duration::from_millis(60),
             latency_per_member: Duration::from_micros(20),
+            // Once the run has made 8 member requests (planning and a few pages).
+            churn: vec![ChurnStep {
+                after_requests: 8,
+                modify: 0.05,
+                add: 0.02,
+                ..ChurnStep::default()
+            }],
             ..MailchimpSimConfig::default()
         },
         ..SimConfig::default()
@@ -173,25 +188,18 @@ async fn contacts_changing_mid_run_are_delivered_by_this_run_or_the_next(pool: P
     let list = h.accounts[a].lists[0].clone();
     let run = h.start_runs().await.remove(0);
     let worker = h.spawn_worker(h.worker_config(6)).await;
-
-    // Mutate once the run is under way: some windows read, most not yet.
-    h.wait_jobs_done(run.id, 4, Duration::from_secs(60)).await;
-    let mc = h.sim.mailchimp();
-    let mut changed: HashSet<String> = mc
-        .modify_members(&list.mailchimp_id, 1500)
-        .into_iter()
-        .collect();
-    changed.extend(mc.add_members(&list.mailchimp_id, 600));
-    let during = runs::get(&h.pool, run.id).await.unwrap().unwrap();
-    assert!(
-        during.status.is_active() && during.jobs_pending > 5,
-        "the mutation must land while most windows are still pending"
-    );
     let first = h
         .wait_finished(&[run.id], Duration::from_secs(120))
         .await
         .remove(0);
     assert_completed(&first);
+    let changed: HashSet<String> = h
+        .sim
+        .mailchimp()
+        .churned(&list.mailchimp_id)
+        .into_iter()
+        .collect();
+    assert_eq!(changed.len(), 1500 + 600, "the churn step fired mid-run");
 
     let not_current = h.not_current(a);
     let lost: Vec<&String> = not_current.difference(&changed).collect();
@@ -202,7 +210,7 @@ async fn contacts_changing_mid_run_are_delivered_by_this_run_or_the_next(pool: P
         &lost[..lost.len().min(5)]
     );
 
-    next_second().await;
+    wait_past_lag(TEST_LAG).await;
     let second = runs::create(
         &h.pool,
         list.id,

@@ -35,7 +35,7 @@ async fn a_worker_killed_mid_run_loses_nothing(pool: PgPool) {
     ];
     let mut victim = h.spawn_process(&env);
     let mut others = vec![h.spawn_process(&env), h.spawn_process(&env)];
-    h.wait_jobs_done(run.id, 4, Duration::from_secs(60)).await;
+    h.wait_records(run.id, 5_000, Duration::from_secs(60)).await;
     let held: i64 =
         sqlx::query_scalar("SELECT count(*) FROM importer.jobs WHERE locked_until IS NOT NULL")
             .fetch_one(&h.pool)
@@ -183,13 +183,13 @@ async fn five_workers_never_exceed_the_accounts_mailchimp_concurrency(pool: PgPo
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn sigterm_mid_run_exits_zero_within_the_grace_period_and_loses_nothing(pool: PgPool) {
     let mut h = Harness::start(pool, slow_sim(25, 200)).await;
-    h.add_account("term", &[30_000], 10).await;
+    h.add_account("term", &[60_000], 10).await;
     let run = h.start_runs().await.remove(0);
     let mut worker = h.spawn_process(&[
         ("WORKER_CONCURRENCY", "4".to_owned()),
         ("WORKER_SHUTDOWN_GRACE_SECS", "5".to_owned()),
     ]);
-    h.wait_jobs_done(run.id, 3, Duration::from_secs(60)).await;
+    h.wait_records(run.id, 3_000, Duration::from_secs(60)).await;
     let signalled = Instant::now();
     sigterm(&worker);
     let status = loop {

@@ -114,7 +114,11 @@ async fn demo<W: Write>(
         // An ephemeral key: the demo database is thrown away with it.
         None => SecretBox::from_hex(&SecretBox::generate_key_hex())?,
     };
-    let sim = importer_sim::start(sim_config())
+    let lag = args.sync_lag.unwrap_or_else(|| demo_lag(args));
+    importer_core::settings::set_sync_lag(&pool, lag)
+        .await
+        .context("cannot set the demo's sync lag")?;
+    let sim = importer_sim::start(sim_config(args))
         .await
         .context("cannot start the simulators")?;
     let demo_lists = register(&pool, &secrets, &sim, args).await?;
@@ -131,13 +135,17 @@ async fn demo<W: Write>(
         )?;
         writeln!(
             out,
-            "{} accounts x {} lists x {} contacts; {} workers",
-            args.accounts, args.lists_per_account, args.contacts, args.workers
+            "{} accounts x {} lists x {} contacts; {} workers; sync lag {}",
+            args.accounts,
+            args.lists_per_account,
+            args.contacts,
+            args.workers,
+            crate::output::interval(lag)
         )?;
     }
 
     // The scheduler creates every list's first (full) run; the workers pick them up.
-    let ticked = tick::tick(&pool, Utc::now()).await?;
+    let ticked = tick::tick(&pool, None).await?;
     let full_ids: Vec<i64> = ticked.iter().map(|r| r.run_id).collect();
     let shutdown = CancellationToken::new();
     let workers = start_workers(options, &secrets, args.workers, &shutdown);
@@ -154,9 +162,11 @@ async fn demo<W: Write>(
         watch::require_completed(&full)?;
 
         // last_changed has one-second resolution: change members in a later second than the
-        // full runs' `until`, and start the incremental runs in a later second than the changes.
+        // full runs' `until`; then the incremental runs must start once the changes are older
+        // than the sync lag (their window ends at now minus the lag), in a later second.
         next_second().await;
         let mutations = mutate(&sim, &demo_lists, args.contacts);
+        tokio::time::sleep(lag).await;
         next_second().await;
         let mut incremental_ids = Vec::new();
         for list in &demo_lists {
@@ -206,13 +216,26 @@ async fn demo<W: Write>(
     report.require_complete()
 }
 
-/// The simulators with a small latency model, so the demo is quick but not instantaneous.
-fn sim_config() -> SimConfig {
+/// The demo's sync lag when none is given: long enough for its own simulated clock offset and
+/// visibility delay, short enough that the demo's incremental step does not wait a minute.
+fn demo_lag(args: &DemoArgs) -> Duration {
+    Duration::from_secs(2 + args.clock_offset_secs.unsigned_abs())
+        + Duration::from_millis(args.visibility_delay_ms)
+}
+
+/// The simulators with a small latency model, so the demo is quick but not instantaneous, and
+/// the Mailchimp switches the demo was given.
+fn sim_config(args: &DemoArgs) -> SimConfig {
     SimConfig {
         seed: 42,
         mailchimp: MailchimpSimConfig {
             latency_base: Duration::from_millis(20),
             latency_per_member: Duration::from_micros(20),
+            clock_offset_secs: args.clock_offset_secs,
+            visibility_delay: Duration::from_millis(args.visibility_delay_ms),
+            inclusive_since: args.inclusive_since,
+            unstable_ties: args.unstable_ties,
+            churn: args.churn.clone(),
             ..MailchimpSimConfig::default()
         },
         destination: DestinationSimConfig {

@@ -13,7 +13,7 @@ use importer_core::lists::{self, List, ListError, NewList};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::cli::{ListAddArgs, ListsCommand};
+use crate::cli::{LagArg, ListAddArgs, ListsCommand};
 use crate::commands::accounts::resolve as resolve_account;
 use crate::output::{self, Format};
 
@@ -41,6 +41,8 @@ pub struct ListView {
     pub enabled: bool,
     /// The cursor; none = never synced (next run is full).
     pub synced_until: Option<DateTime<Utc>>,
+    /// The list's own sync lag in seconds; none = the deployment's.
+    pub sync_lag_secs: Option<f64>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -58,6 +60,7 @@ impl ListView {
             schedule_secs: list.schedule.as_secs(),
             enabled: list.enabled,
             synced_until: list.synced_until,
+            sync_lag_secs: list.sync_lag.map(|d| d.as_secs_f64()),
             created_at: list.created_at,
         }
     }
@@ -167,6 +170,22 @@ pub async fn run<W: Write>(
             let (l, a) = resolve(pool, &list).await?;
             let l = lists::set_schedule(pool, l.id, interval).await?;
             let what = format!("now synced every {}", output::interval(interval));
+            changed(out, format, &ListView::new(&l, &a.name), &what)
+        }
+        ListsCommand::SetSyncLag { list, lag } => {
+            let (l, a) = resolve(pool, &list).await?;
+            let lag = match lag {
+                LagArg::Default => None,
+                LagArg::Lag(d) => {
+                    importer_core::settings::check_lag(d)?;
+                    Some(d)
+                }
+            };
+            let l = lists::set_sync_lag(pool, l.id, lag).await?;
+            let what = match lag {
+                Some(d) => format!("now uses a sync lag of {}", output::interval(d)),
+                None => "now uses the deployment's sync lag (settings show)".to_owned(),
+            };
             changed(out, format, &ListView::new(&l, &a.name), &what)
         }
         ListsCommand::ResetCursor { list, to } => {

@@ -8,5 +8,6 @@ pub mod migrate;
 pub mod queue;
 pub mod runs;
 pub mod seed;
+pub mod settings;
 pub mod tick;
 pub mod watch;

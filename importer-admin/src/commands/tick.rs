@@ -1,8 +1,7 @@
-//! `tick`: runs the scheduler once (`importer.tick(now)`) and prints the runs it created.
+//! `tick`: runs the scheduler once (`importer.tick()`, on the database clock) and prints the runs it created.
 
 use std::io::Write;
 
-use chrono::Utc;
 use importer_core::tick;
 use sqlx::PgPool;
 
@@ -12,7 +11,7 @@ use crate::progress;
 
 /// Runs `tick`.
 pub async fn run<W: Write>(pool: &PgPool, format: Format, out: &mut W) -> anyhow::Result<()> {
-    let created = tick::tick(pool, Utc::now()).await?;
+    let created = tick::tick(pool, None).await?;
     let ids: Vec<i64> = created.iter().map(|r| r.run_id).collect();
     let rows = progress::by_ids(pool, &ids).await?;
     if format == Format::Json {

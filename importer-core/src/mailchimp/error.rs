@@ -64,6 +64,13 @@ pub enum MailchimpError {
     /// while it was read).
     #[error("Mailchimp response body is malformed: {reason}")]
     Malformed { reason: String },
+    /// A 2xx body longer than the configured maximum; reading stopped there (retryable: a
+    /// smaller page may fit, and a persistent cause ends in the dead-letter store with this
+    /// message).
+    #[error(
+        "Mailchimp response body exceeds the limit of {limit} bytes (MAILCHIMP_MAX_BODY_BYTES)"
+    )]
+    BodyTooLarge { limit: usize },
 }
 
 fn show(value: &Option<String>) -> &str {
@@ -80,7 +87,8 @@ impl MailchimpError {
             | MailchimpError::Connect(_)
             | MailchimpError::Transport(_)
             | MailchimpError::TooManyRequests { .. }
-            | MailchimpError::Malformed { .. } => true,
+            | MailchimpError::Malformed { .. }
+            | MailchimpError::BodyTooLarge { .. } => true,
             MailchimpError::Status { status, .. } => *status >= 500 || *status == 408,
             MailchimpError::InvalidKey(_)
             | MailchimpError::InvalidListId
@@ -146,6 +154,7 @@ impl MailchimpError {
             MailchimpError::Status { status, .. } if *status >= 500 => "server_error",
             MailchimpError::Status { .. } => "client_error",
             MailchimpError::Malformed { .. } => "malformed",
+            MailchimpError::BodyTooLarge { .. } => "body_too_large",
         }
     }
 

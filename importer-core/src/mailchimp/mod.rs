@@ -3,6 +3,8 @@
 //! members asking only for the fields we map, and typed errors ([`MailchimpError`]).
 
 mod error;
+mod page;
+mod since;
 mod types;
 
 use std::borrow::Cow;
@@ -18,20 +20,20 @@ use crate::secrets::{validate_mailchimp_key, Secret};
 
 pub(crate) use error::parse_retry_after;
 pub use error::MailchimpError;
+pub use page::{decode_members_page, MembersPage, PageMember};
+pub use since::SinceRule;
 pub use types::{
-    ListInfo, Member, MemberStatus, MembersPage, MembersQuery, MergeFields, SortDir, SortField,
-    MAX_PAGE_SIZE,
+    ListInfo, Member, MemberStatus, MembersQuery, MergeFields, SortDir, SortField, MAX_PAGE_SIZE,
 };
 
-/// The `fields` we ask for: exactly what [`crate::mapping`] reads, plus `total_items`
-/// (about 130 bytes per member instead of 3.6 KB).
+/// The `fields` we ask for: exactly what [`crate::mapping`] reads, each member's `last_changed`
+/// (the sync engine checks every member lies in its range) and `total_items` (about 165 bytes
+/// per member instead of 3.6 KB).
 pub const MEMBER_FIELDS: &str = "members.id,members.email_address,members.status,\
-members.merge_fields.FNAME,members.merge_fields.LNAME,total_items";
+members.merge_fields.FNAME,members.merge_fields.LNAME,members.last_changed,total_items";
 
-/// [`MEMBER_FIELDS`] plus each member's `last_changed` ([`MembersQuery::include_last_changed`]).
-pub const MEMBER_FIELDS_WITH_LAST_CHANGED: &str = "members.id,members.email_address,\
-members.status,members.merge_fields.FNAME,members.merge_fields.LNAME,members.last_changed,\
-total_items";
+/// The `fields` of a boundary probe: one member's `last_changed` and the size of the set.
+const PROBE_FIELDS: &str = "members.last_changed,total_items";
 
 /// Basic auth takes any user name; Mailchimp only reads the password (the key).
 const BASIC_USER: &str = "mailchimp-importer";
@@ -45,7 +47,13 @@ pub struct MailchimpConfig {
     pub connect_timeout: Duration,
     /// Idle connections kept per host for reuse.
     pub pool_idle_per_host: usize,
+    /// Longest 2xx body read; a longer one is [`MailchimpError::BodyTooLarge`], never an
+    /// out-of-memory.
+    pub max_body_bytes: usize,
 }
+
+/// [`MailchimpConfig::max_body_bytes`] by default: ten times a full page without `fields`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 impl Default for MailchimpConfig {
     fn default() -> Self {
@@ -53,6 +61,7 @@ impl Default for MailchimpConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             pool_idle_per_host: 64,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -61,6 +70,8 @@ impl Default for MailchimpConfig {
 #[derive(Debug, Clone)]
 pub struct MailchimpClient {
     http: reqwest::Client,
+    max_body_bytes: usize,
+    since_rules: since::SinceRules,
 }
 
 impl MailchimpClient {
@@ -74,7 +85,11 @@ impl MailchimpClient {
             .tcp_nodelay(true)
             .build()
             .map_err(MailchimpError::Client)?;
-        Ok(MailchimpClient { http })
+        Ok(MailchimpClient {
+            http,
+            max_body_bytes: config.max_body_bytes,
+            since_rules: since::SinceRules::default(),
+        })
     }
 
     /// A handle for one API key. The key's shape is checked here, before any request; the base
@@ -94,9 +109,11 @@ impl MailchimpClient {
             .map_err(|e| MailchimpError::InvalidBaseUrl(e.to_string()))?;
         Ok(MailchimpAccount {
             http: self.http.clone(),
+            since: self.since_rules.for_base_url(&base_url),
             base_url,
             dc: key.dc,
             api_key: api_key.clone(),
+            max_body_bytes: self.max_body_bytes,
         })
     }
 }
@@ -108,6 +125,8 @@ pub struct MailchimpAccount {
     base_url: String,
     dc: String,
     api_key: Secret,
+    max_body_bytes: usize,
+    since: since::SinceCell,
 }
 
 impl fmt::Debug for MailchimpAccount {
@@ -122,6 +141,27 @@ impl fmt::Debug for MailchimpAccount {
 #[derive(Deserialize)]
 struct CountBody {
     total_items: u64,
+}
+
+#[derive(Deserialize)]
+struct ProbeBody {
+    #[serde(default)]
+    members: Vec<ProbeMember>,
+    total_items: u64,
+}
+
+#[derive(Deserialize)]
+struct ProbeMember {
+    last_changed: String,
+}
+
+/// What a boundary probe saw ([`MailchimpAccount::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Size of the filtered set.
+    pub total: u64,
+    /// `last_changed` of the member at the probed offset in `last_changed` order, if any.
+    pub last_changed: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -153,7 +193,8 @@ impl MailchimpAccount {
         &self.dc
     }
 
-    /// One page of `GET /lists/{list_id}/members` with only [`MEMBER_FIELDS`].
+    /// One page of `GET /lists/{list_id}/members` with only [`MEMBER_FIELDS`], decoded member
+    /// by member (a member that cannot be decoded is a rejection in its place).
     /// Errors: see [`MailchimpError`]; the list id and `count` are checked before sending.
     pub async fn members(&self, q: &MembersQuery) -> Result<MembersPage, MailchimpError> {
         if q.count == 0 || q.count > MAX_PAGE_SIZE {
@@ -163,14 +204,7 @@ impl MailchimpAccount {
             )));
         }
         let mut params: Vec<(&str, Cow<'_, str>)> = vec![
-            (
-                "fields",
-                if q.include_last_changed {
-                    MEMBER_FIELDS_WITH_LAST_CHANGED.into()
-                } else {
-                    MEMBER_FIELDS.into()
-                },
-            ),
+            ("fields", MEMBER_FIELDS.into()),
             ("count", q.count.to_string().into()),
             ("offset", q.offset.to_string().into()),
         ];
@@ -183,9 +217,54 @@ impl MailchimpAccount {
             params.push(("status", status.as_str().into()));
         }
         let body = self.get(&members_path(&q.list_id)?, &params).await?;
-        let mut page: MembersPage = decode(&body)?;
-        page.body_bytes = body.len();
-        Ok(page)
+        decode_members_page(&body)
+    }
+
+    /// The `last_changed` of the member at `offset` of the set changed in `[since, before)`, in
+    /// ascending `last_changed` order, with the set's size: a one-member request (~60 bytes)
+    /// that tells where a range boundary falls. `offset` past the end gives no member.
+    /// Errors: see [`MailchimpError`].
+    pub async fn probe(
+        &self,
+        list_id: &str,
+        since: Option<DateTime<Utc>>,
+        before: Option<DateTime<Utc>>,
+        offset: u64,
+    ) -> Result<Probe, MailchimpError> {
+        let mut params: Vec<(&str, Cow<'_, str>)> = vec![
+            ("fields", PROBE_FIELDS.into()),
+            ("count", "1".into()),
+            ("offset", offset.to_string().into()),
+            ("sort_field", SortField::LastChanged.as_str().into()),
+            ("sort_dir", SortDir::Asc.as_str().into()),
+        ];
+        push_window(&mut params, since, before);
+        let body = self.get(&members_path(list_id)?, &params).await?;
+        let probe: ProbeBody = decode(&body)?;
+        let last_changed =
+            match probe.members.first() {
+                None => None,
+                Some(m) => Some(parse_timestamp(&m.last_changed).ok_or_else(|| {
+                    MailchimpError::Malformed {
+                        reason: format!("last_changed {:?} is not a timestamp", m.last_changed),
+                    }
+                })?),
+            };
+        Ok(Probe {
+            total: probe.total_items,
+            last_changed,
+        })
+    }
+
+    /// What this account's Mailchimp has shown of `since_last_changed` so far.
+    pub fn since_rule(&self) -> SinceRule {
+        self.since.get()
+    }
+
+    /// Records what `since_last_changed` was seen to do (shared by every handle of the same
+    /// base URL in this process).
+    pub fn learn_since_rule(&self, rule: SinceRule) {
+        self.since.learn(rule);
     }
 
     /// How many members changed in `[since, before)` (the whole list when both are `None`), with
@@ -239,7 +318,7 @@ impl MailchimpAccount {
             .map_err(MailchimpError::from_send)?;
         let status = response.status();
         if status.is_success() {
-            let body = response.bytes().await.map_err(MailchimpError::from_body)?;
+            let body = read_bounded(response, self.max_body_bytes).await?;
             tracing::trace!(
                 path,
                 status = status.as_u16(),
@@ -255,6 +334,24 @@ impl MailchimpAccount {
         tracing::debug!(path, status = status.as_u16(), error = %err, "mailchimp error");
         Err(err)
     }
+}
+
+/// Reads a body chunk by chunk, stopping with [`MailchimpError::BodyTooLarge`] past `limit`.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, MailchimpError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(MailchimpError::BodyTooLarge { limit });
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(MailchimpError::from_body)? {
+        if body.len() + chunk.len() > limit {
+            return Err(MailchimpError::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn members_path(list_id: &str) -> Result<String, MailchimpError> {
@@ -292,6 +389,13 @@ pub fn format_timestamp(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
 }
 
+/// Parses Mailchimp's `YYYY-MM-DDTHH:MM:SS+00:00` (any offset, fractions dropped) to UTC.
+pub fn parse_timestamp(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// Decodes a 2xx body straight from bytes into the tight structs (no `serde_json::Value`).
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, MailchimpError> {
     serde_json::from_slice(body).map_err(|e| MailchimpError::Malformed {
@@ -322,30 +426,11 @@ mod tests {
     }
 
     #[test]
-    fn a_page_decodes_without_the_fields_we_do_not_map() {
-        let body = br#"{"members":[{"id":"a","email_address":"x@y.z","status":"subscribed",
-            "merge_fields":{"FNAME":"Zo\u00eb","LNAME":"","PHONE":"1"},"last_changed":"2022-02-23T19:31:54+00:00",
-            "stats":{"avg_open_rate":0.5},"_links":[]},{"id":"b","merge_fields":null}],"total_items":2}"#;
-        let page: MembersPage = decode(body).unwrap();
-        assert_eq!(page.total_items, 2);
-        assert_eq!(page.members[0].merge_fields.fname.as_deref(), Some("Zoë"));
-        assert_eq!(
-            page.members[1],
-            Member {
-                id: Some("b".into()),
-                ..Member::default()
-            }
-        );
-        for bad in [
-            &b"{"[..],
-            b"[]",
-            b"{\"members\":[]}",
-            b"{\"members\":[{\"id\":1}],\"total_items\":1}",
-        ] {
-            assert!(matches!(
-                decode::<MembersPage>(bad),
-                Err(MailchimpError::Malformed { .. })
-            ));
-        }
+    fn timestamps_parse_with_any_offset() {
+        let at = parse_timestamp("2022-02-23T19:31:54+00:00").unwrap();
+        assert_eq!(format_timestamp(at), "2022-02-23T19:31:54+00:00");
+        let shifted = parse_timestamp("2022-02-23T21:31:54+02:00").unwrap();
+        assert_eq!(shifted, at);
+        assert!(parse_timestamp("yesterday").is_none());
     }
 }

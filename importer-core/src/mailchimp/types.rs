@@ -24,9 +24,6 @@ pub struct MembersQuery {
     pub sort: Option<(SortField, SortDir)>,
     /// Only members with this status.
     pub status: Option<MemberStatus>,
-    /// Also return each member's `last_changed` (diagnostics and tests; syncing does not need it,
-    /// so by default it is not requested).
-    pub include_last_changed: bool,
 }
 
 impl MembersQuery {
@@ -40,14 +37,7 @@ impl MembersQuery {
             before_last_changed: None,
             sort: None,
             status: None,
-            include_last_changed: false,
         }
-    }
-
-    /// The same query, also returning each member's `last_changed`.
-    pub fn with_last_changed(mut self) -> Self {
-        self.include_last_changed = true;
-        self
     }
 }
 
@@ -127,18 +117,6 @@ impl MemberStatus {
     }
 }
 
-/// A page of members and the size of the whole filtered set.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct MembersPage {
-    /// The members of this page, in the requested order.
-    pub members: Vec<Member>,
-    /// Size of the whole filtered set, computed with the page.
-    pub total_items: u64,
-    /// Size of the response body, for metrics and the `fields` trimming test.
-    #[serde(skip)]
-    pub body_bytes: usize,
-}
-
 /// A member, reduced to the fields we map. Absent and `null` fields are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -152,6 +130,49 @@ pub struct Member {
     pub merge_fields: MergeFields,
     #[serde(default)]
     pub last_changed: Option<String>,
+}
+
+impl Member {
+    /// `last_changed` in Unix seconds: Mailchimp's `YYYY-MM-DDTHH:MM:SS+00:00` read without a
+    /// general date parser (this runs for every member), other offsets through RFC 3339.
+    pub fn last_changed_secs(&self) -> Option<i64> {
+        let value = self.last_changed.as_deref()?;
+        fast_utc_seconds(value).or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(value)
+                .ok()
+                .map(|t| t.timestamp())
+        })
+    }
+}
+
+/// Seconds since the epoch of exactly `YYYY-MM-DDTHH:MM:SS+00:00`; `None` for anything else.
+fn fast_utc_seconds(v: &str) -> Option<i64> {
+    let b = v.as_bytes();
+    if b.len() != 25
+        || &b[19..] != b"+00:00"
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(num(0..4)?).ok()?,
+        u32::try_from(num(5..7)?).ok()?,
+        u32::try_from(num(8..10)?).ok()?,
+    )?;
+    let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() + h * 3600 + m * 60 + s)
 }
 
 /// The merge fields we map.
@@ -179,4 +200,29 @@ pub struct ListInfo {
     pub name: String,
     /// Mailchimp's `stats.member_count`.
     pub member_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_changed_is_read_in_seconds_whatever_the_offset() {
+        let m = |v: &str| Member {
+            last_changed: Some(v.to_owned()),
+            ..Member::default()
+        };
+        assert_eq!(
+            m("2022-02-23T19:31:54+00:00").last_changed_secs(),
+            Some(1_645_644_714)
+        );
+        assert_eq!(
+            m("2022-02-23T21:31:54+02:00").last_changed_secs(),
+            Some(1_645_644_714)
+        );
+        assert_eq!(m("1970-01-01T00:00:00+00:00").last_changed_secs(), Some(0));
+        assert_eq!(m("2022-13-23T19:31:54+00:00").last_changed_secs(), None);
+        assert_eq!(m("").last_changed_secs(), None);
+        assert_eq!(Member::default().last_changed_secs(), None);
+    }
 }

@@ -112,7 +112,7 @@ pub async fn claim(
          offers AS MATERIALIZED (
              SELECT a.id, a.last_claimed_at,
                     least(a.max_concurrency
-                          - (SELECT count(*) FROM importer.jobs s
+                          - (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
                               WHERE s.account_id = c.account_id AND s.holds_slot
                                 AND s.locked_until > now() - $2 * interval '1 microsecond'),
                           (SELECT count(*) FROM (
@@ -157,7 +157,7 @@ pub async fn claim(
         "WITH acc AS MATERIALIZED (
              SELECT a.id, u.ord,
                     a.max_concurrency
-                    - (SELECT count(*) FROM importer.jobs s
+                    - (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
                         WHERE s.account_id = a.id AND s.holds_slot
                           AND s.locked_until > now() - $5 * interval '1 microsecond')::int AS free
                FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
@@ -325,7 +325,7 @@ pub async fn heartbeat(
 /// account can be claimed; the lease itself stays. `Ok(false)`: the fence no longer holds.
 pub async fn release_slot(pool: &PgPool, fence: Fence) -> Result<bool, QueueError> {
     let done = sqlx::query(
-        "UPDATE importer.jobs SET holds_slot = false
+        "UPDATE importer.jobs SET holds_slot = false, extra_slots = 0
           WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL",
     )
     .bind(fence.job_id)
@@ -358,6 +358,7 @@ pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError>
                     locked_by = NULL,
                     locked_until = NULL,
                     holds_slot = false,
+                    extra_slots = 0,
                     run_after = now()
               WHERE j.id = ANY(ARRAY(SELECT id FROM held))
              RETURNING j.id

@@ -1,6 +1,7 @@
 //! Completing jobs: delete the job and count it on its run in one transaction (with its
 //! rejected records and its child jobs), singly or in batches for the high-throughput path.
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 
 use super::enqueue::insert_jobs;
@@ -14,10 +15,36 @@ pub struct Completion {
     pub records_imported: i64,
     /// Members that could not be mapped; stored in `importer.rejected_records`.
     pub rejected: Vec<RejectedRecord>,
-    /// Jobs to enqueue in the same transaction (a plan's import windows).
+    /// Jobs to enqueue in the same transaction (a plan's ranges).
     pub children: Vec<NewJob>,
     /// Members Mailchimp counted in the run's window (set by the plan job).
     pub members_total: Option<i64>,
+    /// `last_changed` intervals whose members this job delivered (or proved empty): recorded in
+    /// `importer.coverage`, which moves the list cursor over any contiguous prefix.
+    pub covered: Vec<Interval>,
+    /// Mailchimp cost and window events since the job's last checkpoint.
+    pub cost: Cost,
+}
+
+/// A `[lo, hi)` interval of `last_changed`; `lo = None` is the start of time (a full sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// Inclusive lower bound.
+    pub lo: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub hi: DateTime<Utc>,
+}
+
+/// What Mailchimp reads cost a run, counted on it (`members_read`, `mailchimp_requests`) with
+/// the window events the engine saw (`window_events`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Members Mailchimp returned.
+    pub members_read: i64,
+    /// Mailchimp requests made.
+    pub requests: i64,
+    /// Times the window was seen not frozen.
+    pub window_events: i32,
 }
 
 /// A member that could not be mapped to a record, with the reason.
@@ -27,10 +54,14 @@ pub struct RejectedRecord {
     pub member_id: Option<String>,
     /// Email address, when the member had one.
     pub email: Option<String>,
-    /// Why it was rejected.
+    /// Stable reason code (`missing_email`, `invalid_utf8`, ...).
+    pub code: &'static str,
+    /// Why it was rejected, for people.
     pub reason: String,
-    /// The member as received.
-    pub member: serde_json::Value,
+    /// The decoded member (its mapped fields), when it could be decoded.
+    pub member: Option<serde_json::Value>,
+    /// The member as Mailchimp sent it, bounded.
+    pub excerpt: String,
 }
 
 /// What [`complete`] did.
@@ -104,6 +135,8 @@ pub async fn complete(
     if !completion.rejected.is_empty() {
         insert_rejected(&mut *tx, run_id, &completion.rejected).await?;
     }
+    // The finishing trigger runs on the counter update below; coverage (which moves the
+    // cursor) is recorded after it, in the same transaction.
     let rejected = i64::try_from(completion.rejected.len()).unwrap_or(i64::MAX);
     let (status, finished): (RunStatus, bool) = sqlx::query_as(
         "WITH before AS (SELECT status FROM importer.runs WHERE id = $1)
@@ -114,7 +147,10 @@ pub async fn complete(
                 records_rejected = r.records_rejected + $3,
                 members_total = coalesce($4, r.members_total),
                 status = CASE WHEN $5 AND r.status = 'planning' THEN 'running' ELSE r.status END,
-                started_at = CASE WHEN $5 THEN coalesce(r.started_at, now()) ELSE r.started_at END
+                started_at = CASE WHEN $5 THEN coalesce(r.started_at, now()) ELSE r.started_at END,
+                members_read = r.members_read + $6,
+                mailchimp_requests = r.mailchimp_requests + $7,
+                window_events = r.window_events + $8
           WHERE r.id = $1
          RETURNING r.status,
                    r.status NOT IN ('planning', 'running')
@@ -125,8 +161,14 @@ pub async fn complete(
     .bind(rejected)
     .bind(completion.members_total)
     .bind(kind == JobKind::PlanRun)
+    .bind(completion.cost.members_read)
+    .bind(completion.cost.requests)
+    .bind(completion.cost.window_events)
     .fetch_one(&mut *tx)
     .await?;
+    if !completion.covered.is_empty() {
+        cover(&mut *tx, run_id, &completion.covered).await?;
+    }
     tx.commit().await?;
     Ok(CompleteOutcome::Completed {
         run_finished: finished.then_some(status),
@@ -134,30 +176,53 @@ pub async fn complete(
 }
 
 /// Stores rejected members of `run_id`.
-async fn insert_rejected<'e, E: PgExecutor<'e>>(
+pub(super) async fn insert_rejected<'e, E: PgExecutor<'e>>(
     executor: E,
     run_id: i64,
     rejected: &[RejectedRecord],
 ) -> Result<(), QueueError> {
     let member_ids: Vec<Option<&str>> = rejected.iter().map(|r| r.member_id.as_deref()).collect();
     let emails: Vec<Option<&str>> = rejected.iter().map(|r| r.email.as_deref()).collect();
+    let codes: Vec<&str> = rejected.iter().map(|r| r.code).collect();
     let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
-    let members: Vec<&serde_json::Value> = rejected.iter().map(|r| &r.member).collect();
+    let members: Vec<Option<&serde_json::Value>> =
+        rejected.iter().map(|r| r.member.as_ref()).collect();
+    let excerpts: Vec<&str> = rejected.iter().map(|r| r.excerpt.as_str()).collect();
     sqlx::query(
-        "INSERT INTO importer.rejected_records (run_id, list_id, member_id, email, reason, member)
-         SELECT r.id, r.list_id, u.member_id, u.email, u.reason, u.member
+        "INSERT INTO importer.rejected_records
+                (run_id, list_id, member_id, email, code, reason, member, excerpt)
+         SELECT r.id, r.list_id, u.member_id, u.email, u.code, u.reason, u.member, u.excerpt
            FROM importer.runs r
-          CROSS JOIN unnest($2::text[], $3::text[], $4::text[], $5::jsonb[])
-                     AS u(member_id, email, reason, member)
+          CROSS JOIN unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[])
+                     AS u(member_id, email, code, reason, member, excerpt)
           WHERE r.id = $1",
     )
     .bind(run_id)
     .bind(&member_ids)
     .bind(&emails)
+    .bind(&codes)
     .bind(&reasons)
     .bind(&members)
+    .bind(&excerpts)
     .execute(executor)
     .await?;
+    Ok(())
+}
+
+/// Records delivered intervals of `run_id`'s list (`importer.cover`), moving its cursor.
+async fn cover<'e, E: PgExecutor<'e>>(
+    executor: E,
+    run_id: i64,
+    covered: &[Interval],
+) -> Result<(), QueueError> {
+    let lo: Vec<Option<DateTime<Utc>>> = covered.iter().map(|i| i.lo).collect();
+    let hi: Vec<DateTime<Utc>> = covered.iter().map(|i| i.hi).collect();
+    sqlx::query("SELECT importer.cover($1, $2::timestamptz[], $3::timestamptz[])")
+        .bind(run_id)
+        .bind(&lo)
+        .bind(&hi)
+        .execute(executor)
+        .await?;
     Ok(())
 }
 

@@ -52,6 +52,7 @@ pub async fn retry_with(
             SET locked_by = NULL,
                 locked_until = NULL,
                 holds_slot = false,
+                extra_slots = 0,
                 run_after = now() + $3 * interval '1 microsecond',
                 last_error = $4,
                 errors = errors || jsonb_build_array(jsonb_build_object(
@@ -92,6 +93,7 @@ pub async fn snooze(
                 locked_by = NULL,
                 locked_until = NULL,
                 holds_slot = false,
+                extra_slots = 0,
                 run_after = now() + $3 * interval '1 microsecond',
                 errors = errors || jsonb_build_array(jsonb_build_object(
                              'attempt', attempts, 'at', now(), 'error', $4::text, 'kind', 'snooze'))

@@ -35,7 +35,7 @@ pub async fn handoff_slot(
 ) -> Result<Handoff, QueueError> {
     let (released, next): (i64, Option<sqlx::types::Json<ClaimedJob>>) = sqlx::query_as(
         "WITH released AS (
-             UPDATE importer.jobs SET holds_slot = false
+             UPDATE importer.jobs SET holds_slot = false, extra_slots = 0
               WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL AND holds_slot
              RETURNING account_id
          ),

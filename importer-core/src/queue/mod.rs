@@ -4,7 +4,8 @@
 //! - [`enqueue`]/[`enqueue_many`] add jobs (set-based) and wake idle workers with `NOTIFY`;
 //! - [`claim`] leases jobs with `FOR UPDATE SKIP LOCKED`, exactly within each account's
 //!   `max_concurrency`, and dead-letters exhausted expired leases ([`reap_expired`]);
-//! - a holder then [`heartbeat`]s, [`release_slot`]s, and settles the job with [`complete`],
+//! - a holder then [`heartbeat`]s, [`checkpoint`]s a long job, [`borrow_slots`] for parallel
+//!   requests, [`release_slot`]s, and settles the job with [`complete`],
 //!   [`complete_many`], [`retry`], [`snooze`], [`dead_letter`] or (on shutdown) [`release`];
 //! - operators list, [`requeue_job`]/[`requeue_run`]/[`requeue_matching`] and [`purge_dead`]
 //!   dead jobs, and look at [`queue_depth`] and [`leases`].
@@ -19,6 +20,7 @@
 //! (complete, dead-letter, reaping, cancel, requeue), so those paths cannot deadlock each other.
 //! The run finishing rule itself lives in the database (`importer.finish_run` trigger).
 
+mod borrow;
 mod claim;
 mod complete;
 mod dead;
@@ -26,6 +28,7 @@ mod enqueue;
 mod fail;
 mod handoff;
 mod inspect;
+mod progress;
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,8 +37,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use borrow::{borrow_slots, return_slots};
 pub use claim::{claim, heartbeat, reap_expired, release, release_slot};
-pub use complete::{complete, complete_many, CompleteOutcome, Completion, RejectedRecord};
+pub use complete::{
+    complete, complete_many, CompleteOutcome, Completion, Cost, Interval, RejectedRecord,
+};
 pub use dead::{
     get_dead, list_dead, purge_dead, requeue_job, requeue_matching, requeue_run, DeadFilter,
     DeadJob, DeadReason,
@@ -44,6 +50,7 @@ pub use enqueue::{enqueue, enqueue_many};
 pub use fail::{dead_letter, retry, retry_with, snooze, RetryOutcome, MAX_RETRY_AFTER};
 pub use handoff::{handoff_slot, Handoff};
 pub use inspect::{leases, queue_depth, JobState, LeaseRow, QueueDepthRow};
+pub use progress::{checkpoint, Checkpoint};
 
 /// The `LISTEN`/`NOTIFY` channel on which enqueues wake idle workers (empty payload).
 pub const NOTIFY_CHANNEL: &str = "importer_jobs";

@@ -215,6 +215,13 @@ async fn members(
     let list = sim.owned_list(&auth.key, &list_id)?;
     let config = sim.config();
     let query = MemberQuery::parse(&params, config)?;
+    for step in sim.inner.churn.count_request(&list_id) {
+        let changed = sim.churn_list(&list_id, &step).len();
+        tracing::info!(list_id, changed, ?step, "churn step applied");
+    }
+    if read(&list).has_due() {
+        crate::write(&list).settle();
+    }
     let fault = sim.inner.faults.draw();
     match fault {
         Fault::Burst429 { retry_after } => {
@@ -255,6 +262,7 @@ async fn members(
     let per_member = config
         .latency_per_member
         .saturating_mul(u32::try_from(page.len()).unwrap_or(u32::MAX));
+    auth.entry.count_members(page.len());
     tokio::time::sleep_until(started + config.latency_base + per_member).await;
     tracing::debug!(list_id, members = page.len(), total, ?fault, "members page");
     Ok(match fault {

@@ -22,6 +22,8 @@ pub struct KeyStats {
     pub responses_429: u64,
     /// Requests in flight now.
     pub in_flight: usize,
+    /// Members returned by member requests (re-reads included).
+    pub members_returned: u64,
 }
 
 /// A registered key with its counters.
@@ -32,6 +34,7 @@ pub(crate) struct KeyEntry {
     peak: AtomicUsize,
     requests: AtomicU64,
     responses_429: AtomicU64,
+    members_returned: AtomicU64,
 }
 
 impl KeyEntry {
@@ -60,6 +63,11 @@ impl KeyEntry {
         })
     }
 
+    /// Counts the members of a members page served.
+    pub(crate) fn count_members(&self, n: usize) {
+        self.members_returned.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Counts a 429 answer.
     pub(crate) fn count_429(&self) {
         self.responses_429.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +80,7 @@ impl KeyEntry {
             peak_concurrency: self.peak.load(Ordering::Acquire),
             responses_429: self.responses_429.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Acquire),
+            members_returned: self.members_returned.load(Ordering::Relaxed),
         }
     }
 
@@ -79,6 +88,7 @@ impl KeyEntry {
     pub(crate) fn reset(&self) {
         self.requests.store(0, Ordering::Relaxed);
         self.responses_429.store(0, Ordering::Relaxed);
+        self.members_returned.store(0, Ordering::Relaxed);
         self.peak
             .store(self.in_flight.load(Ordering::Acquire), Ordering::Release);
     }

@@ -9,7 +9,8 @@
 //! | `POST /_sim/stats/reset` | | 204 |
 //! | `POST /_sim/lists` | `{"api_key", "list_id", "members"}` | 201 `{"list_id", "members"}` |
 //! | `GET /_sim/lists/{list_id}` | | `{"list_id", "members"}` |
-//! | `POST /_sim/lists/{list_id}/{modify,add,delete,archive}` | `{"n": 10}` | `{"ids": […]}` |
+//! | `POST /_sim/lists/{list_id}/{modify,touch,add,delete,archive}` | `{"n": 10}` | `{"ids": […]}` |
+//! | `GET /_sim/churn`, `PUT /_sim/churn` | `[ChurnStep]` | the churn plan (request counts restart) |
 //! | `GET /_sim/lists/{list_id}/expected` | | `[{id, firstname, lastname, email, status}]` |
 //! | `GET /_sim/faults`, `PUT /_sim/faults` | `MailchimpFaults` | the switches |
 //! | `GET /_sim/config` | | the `MailchimpSimConfig` |
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{MailchimpFaults, MailchimpSim};
+use crate::config::ChurnStep;
 
 pub(super) fn routes() -> Router<MailchimpSim> {
     Router::new()
@@ -35,6 +37,7 @@ pub(super) fn routes() -> Router<MailchimpSim> {
         .route("/_sim/lists/{list_id}/expected", get(expected))
         .route("/_sim/lists/{list_id}/{op}", post(mutate))
         .route("/_sim/faults", get(get_faults).put(set_faults))
+        .route("/_sim/churn", get(get_churn).put(set_churn))
         .route("/_sim/config", get(config))
 }
 
@@ -128,13 +131,14 @@ async fn mutate(
     }
     let ids = match op.as_str() {
         "modify" => sim.modify_members(&list_id, body.n),
+        "touch" => sim.touch_members(&list_id, body.n),
         "add" => sim.add_members(&list_id, body.n),
         "delete" => sim.delete_members(&list_id, body.n),
         "archive" => sim.archive_members(&list_id, body.n),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                format!("unknown operation {op}: use modify, add, delete or archive"),
+                format!("unknown operation {op}: use modify, touch, add, delete or archive"),
             )
         }
     };
@@ -158,6 +162,18 @@ async fn set_faults(
 ) -> Json<MailchimpFaults> {
     sim.set_faults(faults);
     Json(sim.faults())
+}
+
+async fn get_churn(State(sim): State<MailchimpSim>) -> Json<Vec<ChurnStep>> {
+    Json(sim.churn())
+}
+
+async fn set_churn(
+    State(sim): State<MailchimpSim>,
+    Json(steps): Json<Vec<ChurnStep>>,
+) -> Json<Vec<ChurnStep>> {
+    sim.set_churn(steps);
+    Json(sim.churn())
 }
 
 async fn config(State(sim): State<MailchimpSim>) -> Response {

@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod churn;
 mod control;
 mod faults;
 mod fields;
@@ -25,13 +26,14 @@ use md5::{Digest, Md5};
 pub use auth::KeyStats;
 pub use faults::MailchimpFaults;
 
-use crate::config::MailchimpSimConfig;
+use crate::config::{ChurnStep, MailchimpSimConfig};
 use crate::record::ExpectedRecord;
 use crate::{read, write};
 use auth::KeyEntry;
+use churn::ChurnState;
 use faults::FaultState;
 use members::ListMeta;
-use store::ListData;
+use store::{Clock, ListData};
 
 /// Handle to the Mailchimp simulator's state (cheap to clone).
 #[derive(Clone, Debug)]
@@ -47,6 +49,7 @@ struct Inner {
     key_counter: AtomicU64,
     lists: RwLock<HashMap<String, Arc<RwLock<ListData>>>>,
     faults: FaultState,
+    churn: ChurnState,
     request_counter: AtomicU64,
 }
 
@@ -56,11 +59,12 @@ impl MailchimpSim {
         MailchimpSim {
             inner: Arc::new(Inner {
                 seed,
-                config,
                 keys: RwLock::default(),
                 key_counter: AtomicU64::new(0),
                 lists: RwLock::default(),
                 faults: FaultState::new(seed),
+                churn: ChurnState::new(config.churn.clone()),
+                config,
                 request_counter: AtomicU64::new(0),
             }),
         }
@@ -117,7 +121,11 @@ impl MailchimpSim {
             self.add_api_key(api_key);
         }
         let meta = ListMeta::new(self.inner.seed, list_id, api_key, auth::key_dc(api_key));
-        let list = ListData::new(meta, members);
+        let clock = Clock {
+            offset_secs: self.inner.config.clock_offset_secs,
+            delay: self.inner.config.visibility_delay,
+        };
+        let list = ListData::new(meta, members, clock);
         write(&self.inner.lists).insert(list_id.to_owned(), Arc::new(RwLock::new(list)));
     }
 
@@ -130,14 +138,18 @@ impl MailchimpSim {
         self.list(list_id).is_some()
     }
 
-    /// Current member count of a list (`None`: unknown list).
+    /// Current member count of a list, as the API shows it now (`None`: unknown list).
     pub fn member_count(&self, list_id: &str) -> Option<usize> {
-        self.list(list_id).map(|l| read(&l).members.len())
+        self.list(list_id).map(|l| settled(&l).members.len())
     }
 
     fn mutate(&self, list_id: &str, f: impl FnOnce(&mut ListData) -> Vec<String>) -> Vec<String> {
         match self.list(list_id) {
-            Some(list) => f(&mut write(&list)),
+            Some(list) => {
+                let mut l = write(&list);
+                l.settle();
+                f(&mut l)
+            }
             None => {
                 tracing::warn!(list_id, "mutation of an unknown list ignored");
                 Vec::new()
@@ -149,6 +161,43 @@ impl MailchimpSim {
     /// now; returns their ids (empty for an unknown list).
     pub fn modify_members(&self, list_id: &str, n: usize) -> Vec<String> {
         self.mutate(list_id, |l| l.modify(n))
+    }
+
+    /// Moves `last_changed` of `n` members spread over the list to now, with nothing mapped
+    /// changing (a re-import of the same data); returns their ids.
+    pub fn touch_members(&self, list_id: &str, n: usize) -> Vec<String> {
+        self.mutate(list_id, |l| l.touch(n))
+    }
+
+    /// Applies one churn step to a list now (shares of its current size); returns the ids it
+    /// changed (also kept: [`MailchimpSim::churned`]).
+    pub fn churn_list(&self, list_id: &str, step: &ChurnStep) -> Vec<String> {
+        let Some(size) = self.member_count(list_id) else {
+            return Vec::new();
+        };
+        let n = |share: f64| (share * size as f64).round() as usize;
+        let mut ids = self.modify_members(list_id, n(step.modify));
+        ids.extend(self.touch_members(list_id, n(step.touch)));
+        ids.extend(self.delete_members(list_id, n(step.delete)));
+        ids.extend(self.archive_members(list_id, n(step.archive)));
+        ids.extend(self.add_members(list_id, n(step.add)));
+        self.inner.churn.log(list_id, &ids);
+        ids
+    }
+
+    /// Every id the churn plan changed in a list so far.
+    pub fn churned(&self, list_id: &str) -> Vec<String> {
+        self.inner.churn.changed(list_id)
+    }
+
+    /// Replaces the churn plan (and restarts its request counts).
+    pub fn set_churn(&self, steps: Vec<ChurnStep>) {
+        self.inner.churn.set(steps);
+    }
+
+    /// The churn plan.
+    pub fn churn(&self) -> Vec<ChurnStep> {
+        self.inner.churn.steps()
     }
 
     /// Adds `n` members at the end of the insertion order, `last_changed` = now; returns ids.
@@ -166,10 +215,11 @@ impl MailchimpSim {
         self.mutate(list_id, |l| l.archive(n))
     }
 
-    /// The current members of a list mapped as CONTRACTS.md says (empty for an unknown list).
+    /// The members of a list the API shows now, mapped as CONTRACTS.md says (empty for an
+    /// unknown list). With a visibility delay, changes not visible yet are not in it.
     pub fn expected_records(&self, list_id: &str) -> Vec<ExpectedRecord> {
         self.list(list_id)
-            .map(|l| read(&l).expected())
+            .map(|l| settled(&l).expected())
             .unwrap_or_default()
     }
 
@@ -197,4 +247,12 @@ impl MailchimpSim {
             entry.reset();
         }
     }
+}
+
+/// The list with every change whose visibility delay has passed applied, read-locked.
+fn settled(list: &RwLock<ListData>) -> std::sync::RwLockReadGuard<'_, ListData> {
+    if read(list).has_due() {
+        write(list).settle();
+    }
+    read(list)
 }

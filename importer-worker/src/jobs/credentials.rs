@@ -18,6 +18,8 @@ pub struct Credentials {
     pub destination_url: String,
     /// The destination key.
     pub destination_key: Secret,
+    /// The account's Mailchimp concurrency budget.
+    pub max_concurrency: usize,
 }
 
 /// Loads and decrypts the credentials of `account_id`.
@@ -43,5 +45,6 @@ pub async fn load(ctx: &JobContext, account_id: i64) -> Result<Credentials, JobE
         mailchimp,
         destination_url: stored.destination_url,
         destination_key,
+        max_concurrency: usize::try_from(stored.max_concurrency).unwrap_or(1).max(1),
     })
 }

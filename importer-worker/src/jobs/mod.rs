@@ -12,8 +12,8 @@ use importer_core::backoff::Backoff;
 use importer_core::destination::{DestinationClient, DestinationError};
 use importer_core::mailchimp::{MailchimpClient, MailchimpError};
 use importer_core::queue::{self, ClaimedJob, Completion, JobKind, RetryOutcome};
+use importer_core::range_reader::ReadError;
 use importer_core::secrets::SecretBox;
-use importer_core::window::WindowError;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -104,16 +104,46 @@ impl From<DestinationError> for JobError {
     }
 }
 
-impl From<WindowError<MailchimpError>> for JobError {
-    fn from(error: WindowError<MailchimpError>) -> Self {
+impl From<ReadError<MailchimpError>> for JobError {
+    fn from(error: ReadError<MailchimpError>) -> Self {
         match error {
-            WindowError::Source(e) => e.into(),
-            other => JobError::Retryable {
+            ReadError::Source(e) => e.into(),
+            other @ ReadError::NotFrozen { .. } => JobError::Retryable {
                 message: other.to_string(),
                 retry_after: None,
             },
         }
     }
+}
+
+impl From<importer_core::runs::RunError> for JobError {
+    fn from(error: importer_core::runs::RunError) -> Self {
+        JobError::Retryable {
+            message: format!("runs: {error}"),
+            retry_after: None,
+        }
+    }
+}
+
+/// Times one Mailchimp call into `importer_mailchimp_request_duration_seconds{status}`.
+pub(crate) async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, MailchimpError>>,
+) -> Result<T, MailchimpError> {
+    let started = Instant::now();
+    let result = call.await;
+    let status = match &result {
+        Ok(_) => "200".to_owned(),
+        Err(e) => status_label(e.status(), e.kind()),
+    };
+    metrics::histogram!("importer_mailchimp_request_duration_seconds", "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// The `status` label of a request metric: the HTTP status when the server answered, else the
+/// error class (`timeout`, `connect`, …).
+pub(crate) fn status_label(status: Option<u16>, kind: &'static str) -> String {
+    status.map_or_else(|| kind.to_owned(), |s| s.to_string())
 }
 
 impl From<sqlx::Error> for JobError {

@@ -1,11 +1,24 @@
-//! `plan_run`: count the run's window on Mailchimp and enqueue one `import_window` job per page,
-//! in the same transaction that completes the plan job (a run with no members completes at once).
+//! `plan_run`: find what is left of the run's window, count it, split it into `last_changed`
+//! ranges and enqueue one `import_window` job per range, in the transaction that completes the
+//! plan job. Empty gaps are recorded as covered at once (a run with nothing to read completes).
+//!
+//! Planning costs one one-member request per gap (its count and earliest second), one per range
+//! boundary, and once per process and Mailchimp host one more to learn whether
+//! `since_last_changed` is inclusive (see `importer_core::window`). Those requests run in
+//! parallel on Mailchimp slots the plan job borrows from its account (`queue::borrow_slots`), so
+//! planning takes about two request latencies whatever the number of ranges.
 
-use importer_core::queue::{ClaimedJob, Completion, JobKind, NewJob};
-use importer_core::window::{plan_pages, Window};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use importer_core::mailchimp::{MailchimpAccount, Probe, SinceRule};
+use importer_core::queue::{self, ClaimedJob, Completion, Cost, Interval, JobKind, NewJob};
+use importer_core::window::{
+    probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs,
+};
 use importer_core::{lists, runs};
 
-use super::{credentials, JobContext, JobError};
+use super::{credentials, timed, JobContext, JobError};
 
 /// Plans the run the job belongs to.
 pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
@@ -13,11 +26,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         .run_id
         .ok_or_else(|| JobError::Permanent("plan_run job without a run".to_owned()))?;
     let run = runs::get(&ctx.pool, run_id)
-        .await
-        .map_err(|e| JobError::Retryable {
-            message: format!("loading run {run_id}: {e}"),
-            retry_after: None,
-        })?
+        .await?
         .ok_or_else(|| JobError::Permanent(format!("run {run_id} does not exist")))?;
     let list = lists::get(&ctx.pool, run.list_id)
         .await
@@ -27,26 +36,41 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         })?
         .ok_or_else(|| JobError::Permanent(format!("list {} does not exist", run.list_id)))?;
     let creds = credentials::load(ctx, job.account_id).await?;
-    let window = Window {
-        since: run.since,
-        until: run.until,
+    let planner = Planner {
+        ctx,
+        job,
+        mailchimp: &creds.mailchimp,
+        list_id: &list.mailchimp_list_id,
     };
-    let total = creds
-        .mailchimp
-        .count_members(
-            &list.mailchimp_list_id,
-            window.since_param(),
-            Some(window.before_param()),
-        )
-        .await?;
-    tracing::info!(members = total, "window counted");
-    let children = plan_pages(&list.mailchimp_list_id, window, total)
+    let gaps: Vec<Range> = runs::gaps(&ctx.pool, run_id)
+        .await?
         .into_iter()
-        .map(|page| {
+        .map(|g| Range { lo: g.lo, hi: g.hi })
+        .collect();
+    let result = planner.plan(&gaps, creds.max_concurrency).await;
+    // Borrowed slots go back whatever happened (a lost fence has none left to give).
+    queue::return_slots(&ctx.pool, job.fence()).await?;
+    let plan = result?;
+    tracing::info!(
+        members = plan.members,
+        gaps = gaps.len(),
+        ranges = plan.ranges.len(),
+        requests = plan.requests,
+        "window planned"
+    );
+    let children = plan
+        .ranges
+        .iter()
+        .map(|range| {
+            let args = RangeArgs {
+                list_id: list.mailchimp_list_id.clone(),
+                range: *range,
+                progress: None,
+            };
             Ok(NewJob {
                 kind: JobKind::ImportWindow,
-                args: serde_json::to_value(page)
-                    .map_err(|e| JobError::Permanent(format!("encoding page args: {e}")))?,
+                args: serde_json::to_value(args)
+                    .map_err(|e| JobError::Permanent(format!("encoding range args: {e}")))?,
                 account_id: job.account_id,
                 run_id: Some(run_id),
                 max_attempts: job.max_attempts,
@@ -55,9 +79,168 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         })
         .collect::<Result<Vec<_>, JobError>>()?;
     Ok(Completion {
-        records_imported: 0,
-        rejected: Vec::new(),
         children,
-        members_total: Some(total as i64),
+        members_total: Some(i64::try_from(plan.members).unwrap_or(i64::MAX)),
+        covered: plan.empty,
+        cost: Cost {
+            members_read: i64::try_from(plan.requests).unwrap_or(0),
+            requests: i64::try_from(plan.requests).unwrap_or(0),
+            window_events: 0,
+        },
+        ..Completion::default()
     })
+}
+
+/// What planning decided.
+struct Plan {
+    /// Members counted in the gaps.
+    members: u64,
+    /// The ranges to read, in `last_changed` order.
+    ranges: Vec<Range>,
+    /// Gaps with no member: covered now.
+    empty: Vec<Interval>,
+    /// Mailchimp requests made.
+    requests: u64,
+}
+
+/// A planning request with the second it found (for a boundary).
+type Answer = Result<(Ask, Option<DateTime<Utc>>), JobError>;
+
+/// One planning request.
+enum Ask {
+    /// The member at `offset` of gap `gap`, in `last_changed` order.
+    Boundary { gap: usize, offset: u64 },
+    /// Whether `since_last_changed = s` returns members stamped `s` itself.
+    SinceRule { second: DateTime<Utc> },
+}
+
+struct Planner<'a> {
+    ctx: &'a JobContext,
+    job: &'a ClaimedJob,
+    mailchimp: &'a MailchimpAccount,
+    list_id: &'a str,
+}
+
+impl Planner<'_> {
+    async fn plan(&self, gaps: &[Range], max_ranges: usize) -> Result<Plan, JobError> {
+        let rule = self.mailchimp.since_rule();
+        let mut requests = 0u64;
+
+        // 1. count every gap and learn its earliest second
+        let width = self.borrow(gaps.len()).await?;
+        let counting: Vec<BoxFuture<'_, Result<Probe, JobError>>> = gaps
+            .iter()
+            .map(|g| self.probe(g, rule, 0).boxed())
+            .collect();
+        let counted: Vec<Probe> = futures::stream::iter(counting)
+            .buffered(width)
+            .try_collect()
+            .await?;
+        requests += gaps.len() as u64;
+        let counts: Vec<u64> = counted.iter().map(|p| p.total).collect();
+        let members: u64 = counts.iter().sum();
+
+        // 2. boundaries for big gaps, and the since rule when it matters and is unknown
+        let shares = share_ranges(&counts, max_ranges.max(1) * 2);
+        let shares: Vec<usize> = shares
+            .into_iter()
+            .zip(&counts)
+            .map(|(share, &n)| share.min(range_count(n, max_ranges.max(1) * 2)))
+            .collect();
+        let mut asks: Vec<Ask> = Vec::new();
+        for (gap, (&n, &share)) in counts.iter().zip(&shares).enumerate() {
+            asks.extend(
+                probe_offsets(n, share)
+                    .into_iter()
+                    .map(|offset| Ask::Boundary { gap, offset }),
+            );
+        }
+        let needs_since = gaps.iter().any(|g| g.lo.is_some()) || !asks.is_empty();
+        if rule == SinceRule::Unknown && needs_since {
+            if let Some(second) = counted.iter().find_map(|p| p.last_changed) {
+                asks.push(Ask::SinceRule { second });
+            }
+        }
+        let width = self.borrow(asks.len()).await?;
+        let asking: Vec<BoxFuture<'_, Answer>> = asks
+            .into_iter()
+            .map(|ask| {
+                async move {
+                    let answer = match &ask {
+                        Ask::Boundary { gap, offset } => {
+                            self.probe(&gaps[*gap], rule, *offset).await?.last_changed
+                        }
+                        Ask::SinceRule { second } => {
+                            let next = *second + ChronoDuration::seconds(1);
+                            let at_second = timed(self.mailchimp.count_members(
+                                self.list_id,
+                                Some(*second),
+                                Some(next),
+                            ))
+                            .await?;
+                            let learned = if at_second > 0 {
+                                SinceRule::Inclusive
+                            } else {
+                                SinceRule::Strict
+                            };
+                            tracing::info!(?learned, "since_last_changed rule learned");
+                            self.mailchimp.learn_since_rule(learned);
+                            None
+                        }
+                    };
+                    Ok::<_, JobError>((ask, answer))
+                }
+                .boxed()
+            })
+            .collect();
+        let answers: Vec<(Ask, Option<DateTime<Utc>>)> = futures::stream::iter(asking)
+            .buffer_unordered(width)
+            .try_collect()
+            .await?;
+        requests += answers.len() as u64;
+
+        let mut boundaries: Vec<Vec<DateTime<Utc>>> = vec![Vec::new(); gaps.len()];
+        for (ask, answer) in answers {
+            if let (Ask::Boundary { gap, .. }, Some(second)) = (ask, answer) {
+                boundaries[gap].push(second);
+            }
+        }
+        let mut ranges = Vec::new();
+        let mut empty = Vec::new();
+        for ((gap, n), bounds) in gaps.iter().zip(&counts).zip(boundaries) {
+            if *n == 0 {
+                empty.push(gap.interval());
+            } else {
+                ranges.extend(split_gap(*gap, bounds));
+            }
+        }
+        Ok(Plan {
+            members,
+            ranges,
+            empty,
+            requests,
+        })
+    }
+
+    /// Borrows slots so that `parallel` requests can be in flight; returns how many may be.
+    async fn borrow(&self, parallel: usize) -> Result<usize, JobError> {
+        if parallel <= 1 {
+            return Ok(1);
+        }
+        let want = u32::try_from(parallel - 1).unwrap_or(u32::MAX);
+        match queue::borrow_slots(&self.ctx.pool, self.job.fence(), want).await? {
+            Some(extra) => Ok(1 + extra as usize),
+            None => Err(JobError::Fenced),
+        }
+    }
+
+    /// The count of `gap` and the second of its member at `offset` in `last_changed` order.
+    async fn probe(&self, gap: &Range, rule: SinceRule, offset: u64) -> Result<Probe, JobError> {
+        let (since, before) = gap.query_bounds(rule);
+        Ok(timed(
+            self.mailchimp
+                .probe(self.list_id, since, Some(before), offset),
+        )
+        .await?)
+    }
 }

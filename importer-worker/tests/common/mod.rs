@@ -45,8 +45,12 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts the simulators; `config` sets latency and switches.
+    /// Starts the simulators; `config` sets latency and switches. The test database's sync lag
+    /// is [`TEST_LAG`] (tests of the lag set their own).
     pub async fn start(pool: PgPool, config: SimConfig) -> Self {
+        importer_core::settings::set_sync_lag(&pool, TEST_LAG)
+            .await
+            .expect("sync lag set");
         let options = (*pool.connect_options()).clone();
         let sim = importer_sim::start(config).await.expect("simulator starts");
         let secret_hex = SecretBox::generate_key_hex();
@@ -238,6 +242,19 @@ impl Harness {
         }
     }
 
+    /// Waits until `run_id` has delivered at least `records` (ranges checkpoint page by page).
+    pub async fn wait_records(&self, run_id: i64, records: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = runs::get(&self.pool, run_id).await.unwrap().unwrap();
+            if run.records_imported >= records || !run.status.is_active() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "run {run_id} made no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until some jobs of `run_id` are done.
     pub async fn wait_jobs_done(&self, run_id: i64, at_least: i32, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -296,6 +313,16 @@ impl Harness {
         );
         v.missing.into_iter().chain(v.stale).collect()
     }
+}
+
+/// The sync lag of test databases: short, so that a change is in the next run's window soon.
+pub const TEST_LAG: Duration = Duration::from_secs(1);
+
+/// Waits until changes made now are older than `lag` and the clock is in a later second: the
+/// next run's window (ending at now minus the lag) then includes them.
+pub async fn wait_past_lag(lag: Duration) {
+    tokio::time::sleep(lag).await;
+    next_second().await;
 }
 
 /// Sleeps until the wall clock enters a new second: `last_changed` has one-second resolution,

@@ -1,0 +1,534 @@
+//! Reading one range of a run losslessly while its members change, at about one read per member.
+//!
+//! A range `[lo, hi)` is read page after page at increasing offsets, without `sort_field`: in
+//! Mailchimp's insertion order, which is stable (a modified member keeps its place). During the
+//! run the range only loses members: one that changes gets a `last_changed` at or after the run's
+//! `until` and leaves every range of the run (assumption A1 of [`crate::window`]). Positions can
+//! therefore only move down, by the number of members removed below them.
+//!
+//! **Invariant.** Let the *rank* of a member be its place in insertion order. After every step,
+//! every member of the range with a rank up to the highest rank read so far, and still in the
+//! range, has been read.
+//!
+//! **Anchoring.** The next page is requested at `frontier - OVERLAP`. If its first member is one
+//! already read, that member's rank is at most the highest rank read; every member not read yet
+//! has a higher rank and so comes after it in this response or in a later one: the invariant
+//! holds with the page's last member as the new highest rank. Positions may have moved down by up
+//! to `OVERLAP - 1` between two reads without any extra request. When the first member is one not
+//! read yet (more removals below the frontier than that), members may have slid below the
+//! requested offset: the reader reads downwards (`[q - e, q)`, growing `e`) until a read starts
+//! with a member already read, or at offset 0. Each such read ends where the previous one began
+//! (positions only move down), so nothing between them is skipped.
+//!
+//! **When ids cannot tell** (the member was read longer ago than the [`RECENT`] ids kept, or the
+//! job resumed from a checkpoint that keeps only the last [`TAIL`]), counts do: the range's size
+//! fell by `d` since the last read, so positions moved down by at most `d`, and a read that starts
+//! `d + OVERLAP` below the frontier starts with a member already read. That is sound while A1
+//! holds.
+//!
+//! **Growth.** Under A1 a range never grows. A read that finds the range larger than the last one
+//! did means members entered (a change became visible late, or Mailchimp's clock is off by more
+//! than the lag): a *window event*. The range is then read again from offset 0 (what was read
+//! stays delivered), at most [`MAX_RESTARTS`] times, then [`ReadError::NotFrozen`].
+//!
+//! **Cost.** Without changes: one request per 1000 members and `OVERLAP` extra members per page.
+//! With changes: the members that slid below the frontier are read again once, plus a bounded
+//! overshoot of the estimate `e` (removals pro rata of the read part, plus a margin). Members read
+//! twice are not delivered twice (the reader remembers the last [`RECENT`] ids).
+//!
+//! The reader holds at most one page plus the downward reads of one step, and [`RECENT`] ids.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::window::PAGE_SIZE;
+
+/// Members requested again below the frontier on every page: removals below the frontier
+/// between two reads, up to `OVERLAP - 1`, cost no extra request.
+pub const OVERLAP: u64 = 3;
+
+/// Ids of the most recently read members kept to anchor reads and skip re-read members.
+pub const RECENT: usize = 8192;
+
+/// Ids kept in a checkpoint, to anchor the first read after a resume.
+pub const TAIL: usize = 64;
+
+/// Re-reads of a range from its start after growth, before giving up.
+pub const MAX_RESTARTS: u32 = 3;
+
+/// A member's identity for anchoring: a hash of its id (of its bytes when it has none).
+pub fn member_key(identity: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    identity.hash(&mut h);
+    h.finish()
+}
+
+/// Something a range source returns, with the identity the reader anchors on.
+pub trait Keyed {
+    /// [`member_key`] of the member.
+    fn key(&self) -> u64;
+}
+
+/// One response of a [`RangeSource`].
+#[derive(Debug)]
+pub struct SourcePage<T> {
+    /// The members at the requested positions, in insertion order.
+    pub items: Vec<T>,
+    /// The size of the whole range when the page was read.
+    pub total: u64,
+}
+
+/// Reads pages of one range at current positions (Mailchimp in production).
+pub trait RangeSource {
+    /// A member.
+    type Item: Keyed;
+    /// The source's error.
+    type Error;
+    /// Fetches current positions `[offset, offset + count)`, `1 <= count <= PAGE_SIZE`.
+    fn fetch(
+        &self,
+        offset: u64,
+        count: u64,
+    ) -> impl Future<Output = Result<SourcePage<Self::Item>, Self::Error>> + Send;
+}
+
+/// Where a reader stands, as stored in the job's arguments after each delivered page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Position just past the last member read, as of the last read.
+    pub offset: u64,
+    /// The range's size at the last read.
+    pub total: u64,
+    /// Times the range was read again from its start after it grew.
+    pub restarts: u32,
+    /// Keys of the last members read (at most [`TAIL`]), to anchor the next read.
+    pub tail: Vec<u64>,
+}
+
+/// Why a range could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    /// The source failed.
+    #[error(transparent)]
+    Source(E),
+    /// The range kept growing: changes become visible later than the sync lag allows.
+    #[error("the range grew while it was read, {restarts} times: Mailchimp's clock or visibility is off by more than the sync lag")]
+    NotFrozen {
+        /// Restarts made.
+        restarts: u32,
+    },
+}
+
+/// What one step read.
+#[derive(Debug)]
+pub struct Step<T> {
+    /// Members not read before by this reader, in the order read.
+    pub fresh: Vec<T>,
+    /// Members the source returned (re-reads included).
+    pub members_read: u64,
+    /// Requests made.
+    pub requests: u64,
+    /// Window events seen (the range grew).
+    pub events: u32,
+    /// The whole range has been read.
+    pub done: bool,
+}
+
+/// The ids read most recently, with set lookup.
+#[derive(Debug, Default)]
+struct Recent {
+    order: VecDeque<u64>,
+    set: HashSet<u64>,
+}
+
+impl Recent {
+    fn contains(&self, key: u64) -> bool {
+        self.set.contains(&key)
+    }
+
+    /// Adds `key`; returns whether it was new.
+    fn insert(&mut self, key: u64) -> bool {
+        if !self.set.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn tail(&self) -> Vec<u64> {
+        let skip = self.order.len().saturating_sub(TAIL);
+        self.order.iter().skip(skip).copied().collect()
+    }
+}
+
+/// Reads one range step by step; see the module docs for why nothing is lost.
+#[derive(Debug, Default)]
+pub struct RangeReader {
+    offset: u64,
+    total: Option<u64>,
+    restarts: u32,
+    recent: Recent,
+    done: bool,
+}
+
+impl RangeReader {
+    /// A reader at the start of its range, or where `progress` says it stood.
+    pub fn resume(progress: Option<&Progress>) -> RangeReader {
+        let mut reader = RangeReader::default();
+        if let Some(p) = progress {
+            reader.offset = p.offset;
+            reader.total = Some(p.total);
+            reader.restarts = p.restarts;
+            for key in &p.tail {
+                reader.recent.insert(*key);
+            }
+        }
+        reader
+    }
+
+    /// Where the reader stands now.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            offset: self.offset,
+            total: self.total.unwrap_or(0),
+            restarts: self.restarts,
+            tail: self.recent.tail(),
+        }
+    }
+
+    /// Whether the whole range has been read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Reads the next page (and, when members slid below it, what slid), returning the members
+    /// not read before. Errors: [`ReadError::Source`] (retry later from [`Self::progress`]),
+    /// [`ReadError::NotFrozen`].
+    pub async fn step<S: RangeSource>(
+        &mut self,
+        source: &S,
+    ) -> Result<Step<S::Item>, ReadError<S::Error>> {
+        let frontier = self.offset;
+        let q = frontier.saturating_sub(OVERLAP);
+        let main = source
+            .fetch(q, PAGE_SIZE)
+            .await
+            .map_err(ReadError::Source)?;
+        let mut step = Step {
+            fresh: Vec::new(),
+            members_read: main.items.len() as u64,
+            requests: 1,
+            events: 0,
+            done: false,
+        };
+        if self.grew(main.total) {
+            return self.restart(step, main.items);
+        }
+        let before = self.total.unwrap_or(main.total);
+        let shrunk = before.saturating_sub(main.total);
+        let anchored = q == 0
+            || main
+                .items
+                .first()
+                .is_some_and(|m| self.recent.contains(m.key()));
+        let mut below = Vec::new();
+        if !anchored {
+            let mut low = q;
+            // Removals pro rata of the part already read, with a margin: usually one read.
+            let estimate = shrunk.saturating_mul(frontier) / before.max(1);
+            let mut back = estimate + estimate / 4 + OVERLAP;
+            loop {
+                let start = low.saturating_sub(back.clamp(1, PAGE_SIZE));
+                let gap = source
+                    .fetch(start, low - start)
+                    .await
+                    .map_err(ReadError::Source)?;
+                step.requests += 1;
+                step.members_read += gap.items.len() as u64;
+                if gap.total > main.total {
+                    below.extend(gap.items);
+                    below.extend(main.items);
+                    return self.restart(step, below);
+                }
+                let first_seen = gap
+                    .items
+                    .first()
+                    .is_some_and(|m| self.recent.contains(m.key()));
+                below.extend(gap.items);
+                // Counts prove it when ids cannot: positions moved down by at most `shrunk`.
+                let by_count = frontier - start >= shrunk + OVERLAP
+                    && frontier - start > self.recent.order.len() as u64;
+                if start == 0 || first_seen || by_count {
+                    break;
+                }
+                low = start;
+                back = back.saturating_mul(2);
+            }
+        }
+        let read = main.items.len() as u64;
+        self.offset = q + read;
+        self.total = Some(main.total);
+        self.done = read < PAGE_SIZE || q + read >= main.total;
+        step.done = self.done;
+        for m in below.into_iter().chain(main.items) {
+            if self.recent.insert(m.key()) {
+                step.fresh.push(m);
+            }
+        }
+        Ok(step)
+    }
+
+    /// Whether a read of size `total` shows the range grew since the last read.
+    fn grew(&self, total: u64) -> bool {
+        self.total.is_some_and(|before| total > before)
+    }
+
+    /// The range grew: what was read is still delivered, and the range is read again from 0.
+    fn restart<T: Keyed, E>(
+        &mut self,
+        mut step: Step<T>,
+        items: Vec<T>,
+    ) -> Result<Step<T>, ReadError<E>> {
+        self.restarts += 1;
+        if self.restarts > MAX_RESTARTS {
+            return Err(ReadError::NotFrozen {
+                restarts: self.restarts - 1,
+            });
+        }
+        self.offset = 0;
+        self.total = None;
+        step.events += 1;
+        for m in items {
+            if self.recent.insert(m.key()) {
+                step.fresh.push(m);
+            }
+        }
+        Ok(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    struct M(u32);
+
+    impl Keyed for M {
+        fn key(&self) -> u64 {
+            member_key(&self.0.to_le_bytes())
+        }
+    }
+
+    /// A range in insertion order; before the i-th fetch, `changes[i]` is applied: removals at
+    /// given positions, or members entering at given positions.
+    struct Range {
+        members: Mutex<Vec<u32>>,
+        changes: Mutex<VecDeque<Change>>,
+        next_new: Mutex<u32>,
+    }
+
+    enum Change {
+        Remove(Vec<usize>),
+        Enter(Vec<usize>),
+    }
+
+    impl Range {
+        fn new(n: u32, changes: Vec<Change>) -> Range {
+            Range {
+                members: Mutex::new((0..n).collect()),
+                changes: Mutex::new(changes.into()),
+                next_new: Mutex::new(1_000_000),
+            }
+        }
+    }
+
+    impl RangeSource for Range {
+        type Item = M;
+        type Error = std::convert::Infallible;
+        async fn fetch(&self, offset: u64, count: u64) -> Result<SourcePage<M>, Self::Error> {
+            let mut members = self.members.lock().unwrap();
+            match self.changes.lock().unwrap().pop_front() {
+                Some(Change::Remove(mut at)) => {
+                    at.sort_unstable_by(|a, b| b.cmp(a));
+                    at.dedup();
+                    for p in at {
+                        if p < members.len() {
+                            members.remove(p);
+                        }
+                    }
+                }
+                Some(Change::Enter(at)) => {
+                    let mut next = self.next_new.lock().unwrap();
+                    for p in at {
+                        let at = p.min(members.len());
+                        members.insert(at, *next);
+                        *next += 1;
+                    }
+                }
+                None => {}
+            }
+            let start = (offset as usize).min(members.len());
+            let end = (start + count as usize).min(members.len());
+            Ok(SourcePage {
+                items: members[start..end].iter().map(|&m| M(m)).collect(),
+                total: members.len() as u64,
+            })
+        }
+    }
+
+    /// Reads the whole range; returns (every member delivered, requests, members read).
+    async fn read_all(range: &Range, reader: &mut RangeReader) -> (Vec<u32>, u64, u64) {
+        let (mut got, mut requests, mut read) = (Vec::new(), 0, 0);
+        while !reader.is_done() {
+            let step = reader.step(range).await.unwrap();
+            got.extend(step.fresh.iter().map(|m| m.0));
+            requests += step.requests;
+            read += step.members_read;
+        }
+        (got, requests, read)
+    }
+
+    fn assert_all_current_delivered(range: &Range, got: &[u32]) {
+        let got: HashSet<u32> = got.iter().copied().collect();
+        for m in range.members.lock().unwrap().iter() {
+            assert!(
+                got.contains(m),
+                "member {m} still in the range was never read"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_range_without_changes_costs_one_request_per_page_and_a_few_overlaps() {
+        let range = Range::new(10_000, vec![]);
+        let mut reader = RangeReader::default();
+        let (got, requests, read) = read_all(&range, &mut reader).await;
+        assert_eq!(got.len(), 10_000);
+        assert_eq!(
+            got.iter().collect::<HashSet<_>>().len(),
+            10_000,
+            "no duplicates"
+        );
+        assert!(requests <= 11, "{requests} requests");
+        assert!(read <= 10_000 + 11 * OVERLAP, "{read} read");
+    }
+
+    #[tokio::test]
+    async fn removals_below_the_frontier_are_recovered_by_reading_downwards() {
+        // After 3 pages, 700 members below the frontier leave at once.
+        let mut changes: Vec<Change> = (0..3).map(|_| Change::Remove(vec![])).collect();
+        changes.push(Change::Remove((0..700).map(|i| i * 4).collect()));
+        let range = Range::new(8_000, changes);
+        let mut reader = RangeReader::default();
+        let (got, requests, read) = read_all(&range, &mut reader).await;
+        assert_all_current_delivered(&range, &got);
+        assert!(requests <= 8 + 3, "{requests} requests");
+        assert!(read <= 8_000 + 700 + 300, "{read} read");
+    }
+
+    #[tokio::test]
+    async fn removals_right_at_the_frontier_cannot_hide_a_member() {
+        // Every read is preceded by the removal of the members just below and at the frontier.
+        let changes: Vec<Change> = (0..40)
+            .map(|i| {
+                let f = (i * 1000usize).saturating_sub(3 * i);
+                Change::Remove((f.saturating_sub(5)..f + 2).collect())
+            })
+            .collect();
+        let range = Range::new(12_000, changes);
+        let mut reader = RangeReader::default();
+        let (got, _, _) = read_all(&range, &mut reader).await;
+        assert_all_current_delivered(&range, &got);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_resumes_without_losing_or_rereading_the_range() {
+        let range = Range::new(5_000, vec![]);
+        let mut first = RangeReader::default();
+        let step = first.step(&range).await.unwrap();
+        let mut got: Vec<u32> = step.fresh.iter().map(|m| m.0).collect();
+        let saved = first.progress();
+        assert_eq!(saved.tail.len(), TAIL);
+        // Members leave below the frontier while the job is down.
+        range
+            .changes
+            .lock()
+            .unwrap()
+            .push_back(Change::Remove((0..200).collect()));
+        let mut resumed = RangeReader::resume(Some(&saved));
+        let (rest, _, read) = read_all(&range, &mut resumed).await;
+        got.extend(rest);
+        assert_all_current_delivered(&range, &got);
+        assert!(read < 4_000 + 400, "resume re-read {read}");
+    }
+
+    #[tokio::test]
+    async fn a_range_that_grows_is_read_again_then_refused() {
+        let changes = vec![
+            Change::Remove(vec![]),
+            Change::Enter(vec![10]),
+            Change::Remove(vec![]),
+        ];
+        let range = Range::new(3_000, changes);
+        let mut reader = RangeReader::default();
+        let mut events = 0;
+        let mut got = Vec::new();
+        while !reader.is_done() {
+            let step = reader.step(&range).await.unwrap();
+            events += step.events;
+            got.extend(step.fresh.iter().map(|m| m.0));
+        }
+        assert_eq!(events, 1);
+        assert_all_current_delivered(&range, &got);
+
+        let always = Range::new(3_000, (0..50).map(|i| Change::Enter(vec![i])).collect());
+        let mut reader = RangeReader::default();
+        let err = loop {
+            match reader.step(&always).await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, ReadError::NotFrozen { restarts } if restarts == MAX_RESTARTS));
+    }
+
+    /// Random removal schedules, including bursts bigger than the recent-id window.
+    #[tokio::test]
+    async fn no_member_is_lost_under_random_removals() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        for seed in 0..60u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let n = rng.gen_range(1..20_000u32);
+            let mut alive = n as usize;
+            let changes: Vec<Change> = (0..60)
+                .map(|_| {
+                    let k = match rng.gen_range(0..10) {
+                        0 => rng.gen_range(0..alive.max(1)),
+                        1..=3 => rng.gen_range(0..50),
+                        _ => 0,
+                    };
+                    let at: Vec<usize> = (0..k).map(|_| rng.gen_range(0..alive.max(1))).collect();
+                    alive = alive.saturating_sub(k);
+                    Change::Remove(at)
+                })
+                .collect();
+            let range = Range::new(n, changes);
+            let mut reader = RangeReader::default();
+            let (got, _, _) = read_all(&range, &mut reader).await;
+            assert_all_current_delivered(&range, &got);
+        }
+    }
+}
