@@ -59,7 +59,7 @@ CREATE TABLE importer.coverage (
     CHECK (lo < hi)
 );
 COMMENT ON TABLE importer.coverage IS
-    'Intervals [lo, hi) of last_changed whose members have been delivered, beyond the list cursor (a completed range of a failed run, a --since run ahead of the cursor). Planning skips them; the cursor absorbs them once contiguous';
+    'Intervals [lo, hi) of last_changed whose members have been delivered, beyond the list cursor (a completed range of a failed run, a --since run ahead of the cursor; while a run is active, the ranges it completed). Planning skips them; the cursor absorbs them once contiguous';
 COMMENT ON COLUMN importer.coverage.lo IS 'Inclusive lower bound; -infinity for the start of a full sync';
 COMMENT ON COLUMN importer.coverage.run_id IS 'The run whose range delivered the interval';
 CREATE INDEX coverage_by_list ON importer.coverage (list_id, lo);
@@ -94,27 +94,20 @@ $$;
 COMMENT ON FUNCTION importer.advance_cursor(bigint) IS
     'Moves the list cursor to the end of the contiguous coverage starting at it (never over a gap, never backwards) and deletes the coverage it absorbed; returns the cursor';
 
--- Records that the members of [lo, hi) (each pair) were delivered by run p_run, then advances
--- the cursor of the run's list. Called in the transaction that completes the delivering job.
+-- Records that the members of [lo, hi) (each pair) were delivered by run p_run. Called in the
+-- transaction that completes the delivering job. The cursor does not move yet: a run's coverage
+-- counts once the run has finished without seeing its window move (importer.settle_run below).
 CREATE FUNCTION importer.cover(p_run bigint, p_lo timestamptz[], p_hi timestamptz[])
-RETURNS timestamptz
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_list bigint;
-BEGIN
-    SELECT list_id INTO v_list FROM importer.runs WHERE id = p_run;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
+RETURNS void
+LANGUAGE sql AS $$
     INSERT INTO importer.coverage (list_id, lo, hi, run_id)
-    SELECT v_list, coalesce(u.lo, '-infinity'), u.hi, p_run
-      FROM unnest(p_lo, p_hi) AS u(lo, hi)
-     WHERE coalesce(u.lo, '-infinity') < u.hi;
-    RETURN importer.advance_cursor(v_list);
-END
+    SELECT r.list_id, coalesce(u.lo, '-infinity'), u.hi, r.id
+      FROM importer.runs r
+     CROSS JOIN unnest(p_lo, p_hi) AS u(lo, hi)
+     WHERE r.id = p_run AND coalesce(u.lo, '-infinity') < u.hi;
 $$;
 COMMENT ON FUNCTION importer.cover(bigint, timestamptz[], timestamptz[]) IS
-    'Records delivered intervals [lo, hi) (NULL lo = -infinity) of a run''s list and advances its cursor';
+    'Records delivered intervals [lo, hi) (NULL lo = -infinity) of a run''s list; they move the cursor when the run finishes with a frozen window (importer.settle_run)';
 
 -- What a run still has to read: its window [since, until) minus the list's coverage.
 CREATE FUNCTION importer.run_gaps(p_run bigint)
@@ -288,29 +281,61 @@ $$;
 COMMENT ON FUNCTION importer.tick(timestamptz) IS
     'Creates the due scheduled runs through importer.create_runs (one per enabled list of an unpaused account, per slot of its schedule at the list''s fixed phase, none while the list has an active run). now picks the slot only; until always comes from the database clock. Idempotent and safe to call concurrently. Returns the runs it created.';
 
--- The cursor now moves with coverage (importer.cover), range by range. A run that completes
--- (no job died) has covered its whole window: its ranges partition what was not covered yet.
--- So completion records the window as covered, and the cursor moves only if the window joins
--- what is already covered (a --since beyond the cursor leaves the gap before it open).
+-- The finishing rule gains one condition: a run whose window was seen to move (a range grew
+-- while it was read, a member outside its range, ranges that counted more than the plan) cannot
+-- prove what it covered, since members may also have entered ranges it had already finished.
+-- It fails, with the reason, and its coverage is dropped: the next run covers its window again.
+CREATE OR REPLACE FUNCTION importer.finish_run() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.jobs_dead = 0 AND NEW.window_events = 0 THEN
+        NEW.status := 'completed';
+        NEW.error := NULL;
+    ELSIF NEW.jobs_dead = 0 THEN
+        NEW.status := 'failed';
+        NEW.error := format('the window was not frozen (%s events): Mailchimp''s clock or the visibility of its changes is off by more than the sync lag; the next run covers this window again (raise the lag: importer-admin settings set --sync-lag)', NEW.window_events);
+    ELSE
+        NEW.status := 'failed';
+        NEW.error := format('%s of %s jobs dead (see importer.dead_jobs)', NEW.jobs_dead, NEW.jobs_total);
+    END IF;
+    NEW.started_at := coalesce(NEW.started_at, now());
+    NEW.finished_at := now();
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION importer.finish_run() IS
+    'Trigger: the update that brings an active run''s jobs_pending to 0 finishes it: completed when no job died and its window stayed frozen, else failed with the reason';
+
+-- When a run finishes (completed, failed or cancelled), its coverage settles. A completed run
+-- delivered its whole window [since, until): its ranges partition what was not covered yet. A
+-- failed or cancelled run keeps the ranges it completed. A run that saw its window move keeps
+-- nothing. Then the cursor moves over the contiguous covered prefix, never over a gap (so a
+-- --since beyond the cursor leaves the gap before it open).
 DROP TRIGGER advance_cursor ON importer.runs;
 DROP FUNCTION importer.advance_cursor();
 
-CREATE FUNCTION importer.cover_completed_run() RETURNS trigger
+CREATE FUNCTION importer.settle_run() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM importer.cover(NEW.id, ARRAY[NEW.since], ARRAY[NEW.until]);
+    IF NEW.window_events > 0 THEN
+        DELETE FROM importer.coverage WHERE run_id = NEW.id;
+    ELSIF NEW.status = 'completed' THEN
+        PERFORM importer.cover(NEW.id, ARRAY[NEW.since], ARRAY[NEW.until]);
+    END IF;
+    PERFORM importer.advance_cursor(NEW.list_id);
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION importer.cover_completed_run() IS
-    'Trigger: a run that becomes completed has delivered its whole window [since, until): record it as covered (importer.cover), which moves the cursor over it when it joins the covered prefix';
+COMMENT ON FUNCTION importer.settle_run() IS
+    'Trigger: a run that finishes settles its coverage (all of its window when completed, its completed ranges when failed or cancelled, nothing when its window moved) and the list cursor advances over the contiguous covered prefix';
 
 -- Not "UPDATE OF status": the status is changed by the finish_run trigger, not by the statement.
-CREATE TRIGGER cover_completed_run
+CREATE TRIGGER settle_run
     AFTER UPDATE ON importer.runs
     FOR EACH ROW
-    WHEN (NEW.status = 'completed' AND OLD.status IS DISTINCT FROM 'completed')
-    EXECUTE FUNCTION importer.cover_completed_run();
+    WHEN (NEW.status IN ('completed', 'failed', 'cancelled')
+          AND OLD.status IN ('planning', 'running'))
+    EXECUTE FUNCTION importer.settle_run();
 
 -- ---------------------------------------------------------------------------------------------
 -- jobs: borrowed Mailchimp slots

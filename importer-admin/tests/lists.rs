@@ -90,6 +90,70 @@ async fn lists_can_be_added_listed_enabled_disabled_rescheduled_and_reset(pool: 
         cleared.stdout
     );
     assert_eq!(list_row(&pool, 1).await.2, None);
+
+    // While a run is active the cursor cannot be moved: the message names the run.
+    admin.run(&["runs", "start", "acme/a1b2c3"]).ok();
+    let refused = admin
+        .run(&[
+            "lists",
+            "reset-cursor",
+            "acme/a1b2c3",
+            "--to",
+            "2026-10-01T00:00:00Z",
+        ])
+        .code(1);
+    assert!(
+        refused.stderr.contains("has an active run 1") && refused.stderr.contains("runs cancel 1"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(list_row(&pool, 1).await.2, None, "nothing changed");
+    admin.run(&["runs", "cancel", "1"]).ok();
+    admin
+        .run(&[
+            "lists",
+            "reset-cursor",
+            "acme/a1b2c3",
+            "--to",
+            "2026-10-01T00:00:00Z",
+        ])
+        .ok();
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn sync_lags_are_shown_and_set_for_the_deployment_and_per_list(pool: PgPool) {
+    let admin = Admin::new(&pool);
+    admin.add_account("acme");
+    admin.add_list("acme", "a1b2c3");
+    let shown = admin.run(&["settings", "show"]).ok();
+    assert!(shown.stdout.contains("1m"), "{}", shown.stdout);
+    let set = admin
+        .run(&["--output", "json", "settings", "set", "--sync-lag", "90s"])
+        .ok()
+        .json();
+    assert_eq!(set["sync_lag_secs"], 90.0);
+    admin.run(&["settings", "set", "--sync-lag", "2d"]).code(1);
+    let per_list = admin
+        .run(&["lists", "set-sync-lag", "acme/a1b2c3", "30s"])
+        .ok();
+    assert!(
+        per_list.stdout.contains("sync lag of 30s"),
+        "{}",
+        per_list.stdout
+    );
+    let listed = admin
+        .run(&["--output", "json", "lists", "list"])
+        .ok()
+        .json();
+    assert_eq!(listed[0]["sync_lag_secs"], 30.0);
+    admin
+        .run(&["lists", "set-sync-lag", "acme/a1b2c3", "default"])
+        .ok();
+    let listed = admin
+        .run(&["--output", "json", "lists", "list"])
+        .ok()
+        .json();
+    assert!(listed[0]["sync_lag_secs"].is_null());
 }
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]

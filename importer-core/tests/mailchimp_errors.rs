@@ -327,3 +327,27 @@ async fn bad_keys_list_ids_and_counts_are_refused_before_any_request() {
     let bad_url = client.account(&Secret::from(s.key.as_str()), Some("not a url"));
     assert!(matches!(bad_url, Err(MailchimpError::InvalidBaseUrl(_))));
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_clear_retryable_error_not_an_allocation() {
+    let s = setup_with(
+        MailchimpSimConfig::default(),
+        MailchimpConfig {
+            max_body_bytes: 20_000,
+            ..MailchimpConfig::default()
+        },
+    )
+    .await;
+    let err = s.account.members(&page()).await.unwrap_err();
+    assert!(
+        matches!(err, MailchimpError::BodyTooLarge { limit: 20_000 }),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("MAILCHIMP_MAX_BODY_BYTES"));
+    let small = MembersQuery {
+        count: 10,
+        ..page()
+    };
+    assert_eq!(s.account.members(&small).await.unwrap().members.len(), 10);
+}

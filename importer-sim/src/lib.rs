@@ -17,7 +17,7 @@ pub use config::{
     ChurnStep, DestinationSimConfig, MailchimpSimConfig, SeedAccount, SeedList, SimConfig,
 };
 pub use destination::{DestinationFaults, DestinationSim, DestinationStats, Verification};
-pub use mailchimp::{KeyStats, MailchimpFaults, MailchimpSim};
+pub use mailchimp::{KeyStats, MailchimpFaults, MailchimpSim, MemberDefect};
 pub use record::{ExpectedRecord, Record, StoredRecord};
 pub use server::{start, start_on, Sim};
 

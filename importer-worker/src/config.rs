@@ -53,6 +53,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "MAILCHIMP_TIMEOUT_SECS", default_value_t = 30)]
     pub mailchimp_timeout_secs: u64,
 
+    /// Longest Mailchimp response body read, in bytes; a longer one fails the request (retried,
+    /// then dead-lettered with that reason) instead of exhausting memory.
+    #[arg(long, env = "MAILCHIMP_MAX_BODY_BYTES", default_value_t = importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES)]
+    pub mailchimp_max_body_bytes: usize,
+
     /// Timeout of one destination request, in seconds.
     #[arg(long, env = "DESTINATION_TIMEOUT_SECS", default_value_t = 30)]
     pub destination_timeout_secs: u64,
@@ -78,6 +83,7 @@ impl Default for WorkerConfig {
             http_addr: String::new(),
             shutdown_grace_secs: 30,
             mailchimp_timeout_secs: 30,
+            mailchimp_max_body_bytes: importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES,
             destination_timeout_secs: 30,
             destination_max_batch: 1000,
             pool_size: None,

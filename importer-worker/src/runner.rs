@@ -62,6 +62,7 @@ async fn run_inner(
 ) -> anyhow::Result<WorkerReport> {
     let mailchimp = MailchimpClient::new(MailchimpConfig {
         timeout: Duration::from_secs(config.mailchimp_timeout_secs),
+        max_body_bytes: config.mailchimp_max_body_bytes,
         ..MailchimpConfig::default()
     })?;
     let destination = DestinationClient::new(DestinationConfig {

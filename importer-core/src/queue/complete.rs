@@ -135,8 +135,11 @@ pub async fn complete(
     if !completion.rejected.is_empty() {
         insert_rejected(&mut *tx, run_id, &completion.rejected).await?;
     }
-    // The finishing trigger runs on the counter update below; coverage (which moves the
-    // cursor) is recorded after it, in the same transaction.
+    // Coverage first: the counter update below may finish the run, and finishing settles the
+    // run's coverage (importer.settle_run), this job's included.
+    if !completion.covered.is_empty() {
+        cover(&mut *tx, run_id, &completion.covered).await?;
+    }
     let rejected = i64::try_from(completion.rejected.len()).unwrap_or(i64::MAX);
     let (status, finished): (RunStatus, bool) = sqlx::query_as(
         "WITH before AS (SELECT status FROM importer.runs WHERE id = $1)
@@ -166,9 +169,6 @@ pub async fn complete(
     .bind(completion.cost.window_events)
     .fetch_one(&mut *tx)
     .await?;
-    if !completion.covered.is_empty() {
-        cover(&mut *tx, run_id, &completion.covered).await?;
-    }
     tx.commit().await?;
     Ok(CompleteOutcome::Completed {
         run_finished: finished.then_some(status),
@@ -209,7 +209,8 @@ pub(super) async fn insert_rejected<'e, E: PgExecutor<'e>>(
     Ok(())
 }
 
-/// Records delivered intervals of `run_id`'s list (`importer.cover`), moving its cursor.
+/// Records delivered intervals of `run_id`'s list (`importer.cover`); they move its cursor when
+/// the run finishes.
 async fn cover<'e, E: PgExecutor<'e>>(
     executor: E,
     run_id: i64,

@@ -140,7 +140,7 @@ pub async fn pool(connect: &PgConnectOptions, n: u32) -> PgPool {
 /// Live Mailchimp slots of an account, as the cap counts them (without the grace period).
 pub async fn live_slots(pool: &PgPool, account_id: i64) -> i64 {
     sqlx::query_scalar(
-        "SELECT count(*) FROM importer.jobs
+        "SELECT coalesce(sum(1 + extra_slots), 0) FROM importer.jobs
           WHERE account_id = $1 AND holds_slot AND locked_until > now()",
     )
     .bind(account_id)

@@ -22,7 +22,7 @@ use super::auth::{self, KeyEntry, Slot};
 use super::faults::{self, Fault};
 use super::fields::Scope;
 use super::json::{timestamp, Page, View};
-use super::members::{mix, Status};
+use super::members::{mix, Status, INVALID_UTF8_MARKER};
 use super::problem::Problem;
 use super::query::{field_params, MemberQuery};
 use super::store::ListData;
@@ -259,6 +259,7 @@ async fn members(
         scope,
     })
     .map_err(|_| Problem::server_error(false))?;
+    let body = break_utf8(body);
     let per_member = config
         .latency_per_member
         .saturating_mul(u32::try_from(page.len()).unwrap_or(u32::MAX));
@@ -271,6 +272,26 @@ async fn members(
         Fault::Reset => json_response(StatusCode::OK, reset_body(body, auth.slot.take())),
         _ => json_response(StatusCode::OK, body),
     })
+}
+
+/// Swaps the marker of members served with invalid UTF-8 for bytes that are not UTF-8.
+fn break_utf8(body: Vec<u8>) -> Vec<u8> {
+    let marker = INVALID_UTF8_MARKER.as_bytes();
+    if !body.windows(marker.len()).any(|w| w == marker) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(marker) {
+            out.extend_from_slice(b"\xff\xfe");
+            i += marker.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// A body that sends its first half, then aborts the connection.

@@ -10,6 +10,7 @@
 //! | `POST /_sim/lists` | `{"api_key", "list_id", "members"}` | 201 `{"list_id", "members"}` |
 //! | `GET /_sim/lists/{list_id}` | | `{"list_id", "members"}` |
 //! | `POST /_sim/lists/{list_id}/{modify,touch,add,delete,archive}` | `{"n": 10}` | `{"ids": […]}` |
+//! | `POST /_sim/lists/{list_id}/corrupt` | `{"n": 3, "defect": "invalid_utf8"}` | `{"ids": […]}` |
 //! | `GET /_sim/churn`, `PUT /_sim/churn` | `[ChurnStep]` | the churn plan (request counts restart) |
 //! | `GET /_sim/lists/{list_id}/expected` | | `[{id, firstname, lastname, email, status}]` |
 //! | `GET /_sim/faults`, `PUT /_sim/faults` | `MailchimpFaults` | the switches |
@@ -23,7 +24,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{MailchimpFaults, MailchimpSim};
+use super::{MailchimpFaults, MailchimpSim, MemberDefect};
 use crate::config::ChurnStep;
 
 pub(super) fn routes() -> Router<MailchimpSim> {
@@ -35,6 +36,7 @@ pub(super) fn routes() -> Router<MailchimpSim> {
         .route("/_sim/lists", post(create_list))
         .route("/_sim/lists/{list_id}", get(list_summary))
         .route("/_sim/lists/{list_id}/expected", get(expected))
+        .route("/_sim/lists/{list_id}/corrupt", post(corrupt))
         .route("/_sim/lists/{list_id}/{op}", post(mutate))
         .route("/_sim/faults", get(get_faults).put(set_faults))
         .route("/_sim/churn", get(get_churn).put(set_churn))
@@ -143,6 +145,24 @@ async fn mutate(
         }
     };
     Json(json!({"ids": ids})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Corrupt {
+    n: usize,
+    defect: MemberDefect,
+}
+
+async fn corrupt(
+    State(sim): State<MailchimpSim>,
+    Path(list_id): Path<String>,
+    Json(body): Json<Corrupt>,
+) -> Response {
+    if !sim.has_list(&list_id) {
+        return error(StatusCode::NOT_FOUND, format!("unknown list {list_id}"));
+    }
+    Json(json!({"ids": sim.corrupt_members(&list_id, body.n, body.defect)})).into_response()
 }
 
 async fn expected(State(sim): State<MailchimpSim>, Path(list_id): Path<String>) -> Response {

@@ -5,7 +5,7 @@ use serde::ser::SerializeMap;
 
 use super::json::{Fields, Obj};
 use super::member_view::MemberView;
-use super::members::{first_name, last_name};
+use super::members::{first_name, last_name, MemberDefect, INVALID_UTF8_MARKER};
 
 pub(super) struct MergeFields<'a> {
     pub v: &'a MemberView<'a>,
@@ -14,7 +14,11 @@ pub(super) struct MergeFields<'a> {
 impl Fields for MergeFields<'_> {
     fn write<M: SerializeMap>(&self, o: &mut Obj<'_, M>) -> Result<(), M::Error> {
         let v = self.v;
-        o.leaf("FNAME", || first_name(v.m.first))?;
+        match v.m.defect {
+            Some(MemberDefect::WrongType) => o.leaf("FNAME", || 7)?,
+            Some(MemberDefect::InvalidUtf8) => o.leaf("FNAME", || INVALID_UTF8_MARKER)?,
+            _ => o.leaf("FNAME", || first_name(v.m.first))?,
+        }
         o.leaf("LNAME", || last_name(v.m.last))?;
         // An empty address is "" in Mailchimp, not an empty object.
         if v.h(20) % 10 < 6 {

@@ -8,7 +8,7 @@ use serde::ser::SerializeMap;
 
 use super::json::{schema_url, timestamp, Fields, Link, Obj};
 use super::member_parts::{Interests, Location, MergeFields, Stats};
-use super::members::{first_name, hex_digits, last_name, ListMeta, Member};
+use super::members::{first_name, hex_digits, last_name, ListMeta, Member, MemberDefect};
 
 /// One member as Mailchimp returns it.
 pub(crate) struct MemberView<'a> {
@@ -45,7 +45,14 @@ impl Fields for MemberView<'_> {
         let (meta, m) = (self.meta, self.m);
         let id = hex::encode(m.id);
         o.leaf("id", || &id)?;
-        o.leaf("email_address", || meta.email(m.seq))?;
+        match m.defect {
+            Some(MemberDefect::NoEmail) => o.leaf("email_address", || "")?,
+            Some(MemberDefect::DuplicateField) => {
+                o.leaf("email_address", || meta.email(m.seq))?;
+                o.leaf("email_address", || "second@example.com")?;
+            }
+            _ => o.leaf("email_address", || meta.email(m.seq))?,
+        }
         o.leaf("unique_email_id", || hex_digits(self.h(1), 10))?;
         o.leaf("contact_id", || {
             format!("{:016x}{:016x}", self.h(2), self.h(3))
@@ -63,7 +70,10 @@ impl Fields for MemberView<'_> {
                 "html"
             }
         })?;
-        o.leaf("status", || m.status.as_str())?;
+        match m.defect {
+            Some(MemberDefect::BadStatus) => o.leaf("status", || "vip")?,
+            _ => o.leaf("status", || m.status.as_str())?,
+        }
         o.leaf("consents_to_one_to_one_messaging", || true)?;
         o.object("merge_fields", || MergeFields { v: self })?;
         o.object("interests", || Interests { v: self })?;

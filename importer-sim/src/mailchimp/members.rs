@@ -69,7 +69,30 @@ pub(crate) struct Member {
     pub last_changed: i64,
     pub timestamp_signup: i64,
     pub timestamp_opt: i64,
+    /// How this member is served broken, if it is (tests of rejected records).
+    pub defect: Option<MemberDefect>,
 }
+
+/// Ways a member can come back broken, one per kind of rejected record the importer must
+/// handle without failing its page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberDefect {
+    /// `merge_fields.FNAME` is a number.
+    WrongType,
+    /// `email_address` appears twice.
+    DuplicateField,
+    /// `merge_fields.FNAME` holds bytes that are not UTF-8.
+    InvalidUtf8,
+    /// `email_address` is empty.
+    NoEmail,
+    /// `status` is not one of the six.
+    BadStatus,
+}
+
+/// Stands for invalid UTF-8 in a serialized page: serde writes only valid text, so the members
+/// handler swaps this (valid, never generated) text for invalid bytes afterwards.
+pub(crate) const INVALID_UTF8_MARKER: &str = "\u{10FFFF}\u{10FFFE}invalid";
 
 /// Immutable facts about a list that member serialization needs.
 #[derive(Debug)]
@@ -266,6 +289,7 @@ impl ListMeta {
             last_changed: changed,
             timestamp_signup: signup,
             timestamp_opt: opt,
+            defect: None,
         }
     }
 

@@ -25,6 +25,7 @@ use md5::{Digest, Md5};
 
 pub use auth::KeyStats;
 pub use faults::MailchimpFaults;
+pub use members::MemberDefect;
 
 use crate::config::{ChurnStep, MailchimpSimConfig};
 use crate::record::ExpectedRecord;
@@ -161,6 +162,11 @@ impl MailchimpSim {
     /// now; returns their ids (empty for an unknown list).
     pub fn modify_members(&self, list_id: &str, n: usize) -> Vec<String> {
         self.mutate(list_id, |l| l.modify(n))
+    }
+
+    /// Serves `n` members of a list broken as `defect` says, from now on; returns their ids.
+    pub fn corrupt_members(&self, list_id: &str, n: usize, defect: MemberDefect) -> Vec<String> {
+        self.mutate(list_id, |l| l.corrupt(n, defect))
     }
 
     /// Moves `last_changed` of `n` members spread over the list to now, with nothing mapped

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::members::{first_name, last_name, mix, ListMeta, Member, Status};
+use super::members::{first_name, last_name, mix, ListMeta, Member, MemberDefect, Status};
 use super::query::SelectionKey;
 use crate::lock;
 use crate::record::Record;
@@ -305,10 +305,26 @@ impl ListData {
         ids
     }
 
-    /// Every current member as the destination should hold it (CONTRACTS.md mapping).
+    /// Serves `n` members broken in the way `defect` says (nothing else about them changes);
+    /// returns their ids.
+    pub(crate) fn corrupt(&mut self, n: usize, defect: MemberDefect) -> Vec<String> {
+        self.changed();
+        let positions = self.positions(n, |m| m.defect.is_none());
+        positions
+            .into_iter()
+            .map(|i| {
+                self.members[i].defect = Some(defect);
+                hex::encode(self.members[i].id)
+            })
+            .collect()
+    }
+
+    /// Every current member as the destination should hold it (CONTRACTS.md mapping); broken
+    /// members are rejected records, not expected there.
     pub(crate) fn expected(&self) -> Vec<Record> {
         self.members
             .iter()
+            .filter(|m| m.defect.is_none())
             .map(|m| Record {
                 id: hex::encode(m.id),
                 firstname: first_name(m.first).to_owned(),

@@ -14,7 +14,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use importer_core::mailchimp::{MailchimpAccount, Probe, SinceRule};
 use importer_core::queue::{self, ClaimedJob, Completion, Cost, Interval, JobKind, NewJob};
 use importer_core::window::{
-    probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs,
+    probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs, RANGES_PER_SLOT,
 };
 use importer_core::{lists, runs};
 
@@ -141,11 +141,11 @@ impl Planner<'_> {
         let members: u64 = counts.iter().sum();
 
         // 2. boundaries for big gaps, and the since rule when it matters and is unknown
-        let shares = share_ranges(&counts, max_ranges.max(1) * 2);
-        let shares: Vec<usize> = shares
+        let cap = max_ranges.max(1) * RANGES_PER_SLOT;
+        let shares: Vec<usize> = share_ranges(&counts, cap)
             .into_iter()
             .zip(&counts)
-            .map(|(share, &n)| share.min(range_count(n, max_ranges.max(1) * 2)))
+            .map(|(share, &n)| share.min(range_count(n, cap)))
             .collect();
         let mut asks: Vec<Ask> = Vec::new();
         for (gap, (&n, &share)) in counts.iter().zip(&shares).enumerate() {

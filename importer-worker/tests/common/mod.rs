@@ -296,6 +296,25 @@ impl Harness {
         }
     }
 
+    /// Asserts the destination holds every current member of every account, current: nothing
+    /// missing or stale (members deleted in Mailchimp stay at the destination, which has no
+    /// delete).
+    pub fn assert_destination_current(&self) {
+        for (i, account) in self.accounts.iter().enumerate() {
+            let v = self
+                .sim
+                .destination()
+                .verify(&account.destination_key, &self.expected(i));
+            assert!(
+                v.missing.is_empty() && v.stale.is_empty(),
+                "account {i}: {} missing, {} stale of {} expected",
+                v.missing.len(),
+                v.stale.len(),
+                v.expected
+            );
+        }
+    }
+
     /// The cursor of a list.
     pub async fn cursor(&self, list_id: i64) -> Option<DateTime<Utc>> {
         lists::get(&self.pool, list_id)
