@@ -407,3 +407,18 @@ COMMENT ON COLUMN importer.rejected_records.reason IS 'The detail: what exactly 
 COMMENT ON COLUMN importer.rejected_records.excerpt IS 'The member as Mailchimp sent it, cut to 1 KiB (invalid UTF-8 replaced)';
 COMMENT ON COLUMN importer.rejected_records.member IS 'The decoded member (mapped fields) when it could be decoded; NULL otherwise';
 CREATE INDEX rejected_records_by_code ON importer.rejected_records (code);
+
+-- ---------------------------------------------------------------------------------------------
+-- range_lanes: a long range handed in part to an idle slot
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE importer.range_lanes (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id              bigint      NOT NULL REFERENCES importer.runs (id) ON DELETE CASCADE,
+    start_offset        bigint      NOT NULL CHECK (start_offset >= 0),
+    heads               bigint[],
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE importer.range_lanes IS
+    'Lanes split off a range being read, so idle Mailchimp slots share it: the lane reads from start_offset on; the reader it was split from stops at the first of its heads';
+COMMENT ON COLUMN importer.range_lanes.heads IS 'Keys of the lane''s first members, written after its first read (NULL before; empty when it found none)';
+CREATE INDEX range_lanes_by_run ON importer.range_lanes (run_id);

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod backoff;
 pub mod destination;
+pub mod lanes;
 pub mod lists;
 pub mod mailchimp;
 pub mod mapping;

@@ -59,6 +59,9 @@ pub const TAIL: usize = 64;
 /// Re-reads of a range from its start after growth, before giving up.
 pub const MAX_RESTARTS: u32 = 3;
 
+/// Keys of a lane's first members that the lane before it stops at.
+pub const HEADS: usize = 16;
+
 /// A member's identity for anchoring: a hash of its id (of its bytes when it has none).
 pub fn member_key(identity: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
@@ -106,6 +109,9 @@ pub struct Progress {
     pub restarts: u32,
     /// Keys of the last members read (at most [`TAIL`]), to anchor the next read.
     pub tail: Vec<u64>,
+    /// Where this reader's lane starts, when it is a lane split off another reader.
+    #[serde(default)]
+    pub lane_start: Option<u64>,
 }
 
 /// Why a range could not be read.
@@ -169,7 +175,16 @@ impl Recent {
     }
 }
 
-/// Reads one range step by step; see the module docs for why nothing is lost.
+/// Reads one range (or one lane of it) step by step; see the module docs for why nothing is
+/// lost.
+///
+/// **Lanes.** A reader with much left to read can hand the second half of it to a new reader
+/// (a lane starting at an offset, [`RangeReader::lane`]) and then stop where that lane starts:
+/// at the first of the lane's first members ([`HEADS`] keys, [`RangeReader::set_stop`]) that it
+/// meets. The lane's first read needs no anchor: it starts wherever the range stands then, and the
+/// reader before it covers every member of lower rank, up to the lane's first member, by its own
+/// invariant. If every head left the range before the reader got there, it reads on to the end
+/// of the range: more reads, nothing lost. Lanes let idle slots take part of a long range.
 #[derive(Debug, Default)]
 pub struct RangeReader {
     offset: u64,
@@ -177,6 +192,19 @@ pub struct RangeReader {
     restarts: u32,
     recent: Recent,
     done: bool,
+    /// Where this lane starts (`None`: offset 0, the whole range).
+    lane_start: Option<u64>,
+    /// The next read starts a lane: exactly at `offset`, no anchor needed.
+    fresh_start: bool,
+    /// The keys of the next lane's first members, once known.
+    stop: Option<HashSet<u64>>,
+    /// Where the next lane started (its offset then: its first member is at most there now),
+    /// so the page that reaches it asks for no more than that.
+    stop_at: Option<u64>,
+    /// A page asked up to `stop_at` met none of the stop keys (they left): read full pages.
+    stop_missed: bool,
+    /// The keys of this lane's first members, after its first read.
+    heads: Option<Vec<u64>>,
 }
 
 impl RangeReader {
@@ -187,11 +215,22 @@ impl RangeReader {
             reader.offset = p.offset;
             reader.total = Some(p.total);
             reader.restarts = p.restarts;
+            reader.lane_start = p.lane_start;
             for key in &p.tail {
                 reader.recent.insert(*key);
             }
         }
         reader
+    }
+
+    /// A new lane of a range, starting at `offset` (see the type's docs).
+    pub fn lane(offset: u64) -> RangeReader {
+        RangeReader {
+            offset,
+            lane_start: Some(offset),
+            fresh_start: true,
+            ..RangeReader::default()
+        }
     }
 
     /// Where the reader stands now.
@@ -201,12 +240,49 @@ impl RangeReader {
             total: self.total.unwrap_or(0),
             restarts: self.restarts,
             tail: self.recent.tail(),
+            lane_start: self.lane_start,
         }
     }
 
-    /// Whether the whole range has been read.
+    /// Whether the whole range (or lane) has been read.
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Members left between the frontier and the end of the range, as of the last read.
+    pub fn remaining(&self) -> u64 {
+        self.total.unwrap_or(0).saturating_sub(self.offset)
+    }
+
+    /// The position just past the last member read, as of the last read.
+    pub fn frontier(&self) -> u64 {
+        self.offset
+    }
+
+    /// The keys of this lane's first members, once its first read is done (for the reader
+    /// before it to stop at). `None` before that, and for a reader that is not a lane.
+    pub fn heads(&self) -> Option<&[u64]> {
+        self.heads.as_deref()
+    }
+
+    /// Stops this reader where the next lane starts: at the first of `heads` it meets. If it
+    /// has already read one of them, it is done now. An empty `heads` (the lane found nothing)
+    /// changes nothing: the reader reads to the end.
+    pub fn set_stop(&mut self, heads: &[u64], at: Option<u64>) {
+        if heads.is_empty() {
+            return;
+        }
+        if heads.iter().any(|k| self.recent.contains(*k)) {
+            self.done = true;
+        }
+        self.stop = Some(heads.iter().copied().collect());
+        self.stop_at = at;
+        self.stop_missed = false;
+    }
+
+    /// Whether the stop of this reader is known (see [`RangeReader::set_stop`]).
+    pub fn has_stop(&self) -> bool {
+        self.stop.is_some()
     }
 
     /// Reads the next page (and, when members slid below it, what slid), returning the members
@@ -217,11 +293,24 @@ impl RangeReader {
         source: &S,
     ) -> Result<Step<S::Item>, ReadError<S::Error>> {
         let frontier = self.offset;
-        let q = frontier.saturating_sub(OVERLAP);
-        let main = source
-            .fetch(q, PAGE_SIZE)
-            .await
-            .map_err(ReadError::Source)?;
+        let fresh_start = std::mem::take(&mut self.fresh_start);
+        let q = if fresh_start {
+            frontier
+        } else {
+            frontier.saturating_sub(OVERLAP)
+        };
+        // Up to the next lane's start when it is near: members past it are the lane's.
+        let limit = match (&self.stop, self.stop_at) {
+            (Some(_), Some(at)) if !self.stop_missed => {
+                Some((at.saturating_sub(q) + OVERLAP + 1).clamp(1, PAGE_SIZE))
+            }
+            _ => None,
+        };
+        let count = limit.unwrap_or(PAGE_SIZE);
+        let mut main = source.fetch(q, count).await.map_err(ReadError::Source)?;
+        if fresh_start && self.heads.is_none() {
+            self.heads = Some(main.items.iter().take(HEADS).map(Keyed::key).collect());
+        }
         let mut step = Step {
             fresh: Vec::new(),
             members_read: main.items.len() as u64,
@@ -235,6 +324,7 @@ impl RangeReader {
         let before = self.total.unwrap_or(main.total);
         let shrunk = before.saturating_sub(main.total);
         let anchored = q == 0
+            || fresh_start
             || main
                 .items
                 .first()
@@ -276,7 +366,22 @@ impl RangeReader {
         let read = main.items.len() as u64;
         self.offset = q + read;
         self.total = Some(main.total);
-        self.done = read < PAGE_SIZE || q + read >= main.total;
+        self.done = read < count || q + read >= main.total;
+        if let Some(stop) = &self.stop {
+            // Everything from the next lane's first member on is that lane's.
+            if below.iter().any(|m| stop.contains(&m.key())) {
+                self.done = true;
+            }
+            if let Some(at) = main.items.iter().position(|m| stop.contains(&m.key())) {
+                main.items.truncate(at);
+                self.done = true;
+            } else if limit.is_some_and(|l| l < PAGE_SIZE) {
+                // Asked up to where the lane began, and no first member of it is there: they
+                // have all left. Read on in full pages to the end of the range.
+                self.stop_missed = true;
+                self.done = q + read >= main.total;
+            }
+        }
         step.done = self.done;
         for m in below.into_iter().chain(main.items) {
             if self.recent.insert(m.key()) {
@@ -303,7 +408,8 @@ impl RangeReader {
                 restarts: self.restarts - 1,
             });
         }
-        self.offset = 0;
+        self.offset = self.lane_start.unwrap_or(0);
+        self.fresh_start = self.lane_start.is_some();
         self.total = None;
         step.events += 1;
         for m in items {
@@ -502,6 +608,63 @@ mod tests {
             }
         };
         assert!(matches!(err, ReadError::NotFrozen { restarts } if restarts == MAX_RESTARTS));
+    }
+
+    /// A range split in lanes at several points while it is read (and while members leave):
+    /// every member is read by some lane.
+    #[tokio::test]
+    async fn lanes_split_off_a_reader_cover_the_range_together() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        for seed in 0..20u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let changes: Vec<Change> = (0..200)
+                .map(|_| {
+                    Change::Remove(
+                        (0..rng.gen_range(0..30))
+                            .map(|_| rng.gen_range(0..9000))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let range = Range::new(12_000, changes);
+            let mut readers = vec![RangeReader::default()];
+            let mut got = Vec::new();
+            let mut pending_stops: Vec<(usize, usize)> = Vec::new(); // (reader, lane)
+            let mut rounds = 0;
+            while readers.iter().any(|r| !r.is_done()) {
+                rounds += 1;
+                assert!(rounds < 500);
+                for i in 0..readers.len() {
+                    if readers[i].is_done() {
+                        continue;
+                    }
+                    let step = readers[i].step(&range).await.unwrap();
+                    got.extend(step.fresh.iter().map(|m| m.0));
+                    // A reader with much left hands half of it to a new lane, sometimes.
+                    if !readers[i].is_done() && readers[i].remaining() > 3_000 && rng.gen_bool(0.3)
+                    {
+                        let r = &readers[i];
+                        let mid = r.frontier() + r.remaining() / 2;
+                        readers.push(RangeReader::lane(mid));
+                        pending_stops.retain(|(reader, _)| *reader != i);
+                        pending_stops.push((i, readers.len() - 1));
+                    }
+                }
+                // Stops become known once the lane has read (as through the database).
+                pending_stops.retain(|&(reader, lane)| match readers[lane].heads() {
+                    Some(heads) => {
+                        let heads = heads.to_vec();
+                        let at = readers[lane].lane_start;
+                        readers[reader].set_stop(&heads, at);
+                        false
+                    }
+                    None => true,
+                });
+            }
+            assert!(readers.len() > 1, "seed {seed} made lanes");
+            assert_all_current_delivered(&range, &got);
+        }
     }
 
     /// Random removal schedules, including bursts bigger than the recent-id window.

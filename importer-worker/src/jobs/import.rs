@@ -8,16 +8,20 @@
 //! rejections, counted on the run): a retry resumes there. The slot is given back before the last
 //! page is posted, so the destination's latency never holds Mailchimp capacity idle at the end.
 
+use importer_core::lanes;
 use importer_core::mailchimp::{
     MailchimpAccount, MailchimpError, Member, MembersQuery, PageMember, SinceRule,
 };
 use importer_core::mapping::{self, Record};
 use importer_core::queue::{
-    self, Checkpoint, ClaimedJob, Completion, Cost, Handoff, RejectedRecord,
+    self, Checkpoint, CheckpointOutcome, ClaimedJob, Completion, Cost, Handoff, JobKind, NewJob,
+    RejectedRecord,
 };
 use importer_core::range_reader::{member_key, Keyed, RangeReader, RangeSource, SourcePage};
 use importer_core::rejection::Rejection;
-use importer_core::window::{Placement, Range, RangeArgs};
+use importer_core::window::{LaneStart, Placement, Range, RangeArgs, PAGE_SIZE};
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 
 use super::credentials::{self, Credentials};
@@ -91,7 +95,15 @@ struct Batch {
     args: serde_json::Value,
 }
 
-/// Imports the range the job names.
+/// Members a reader must have left before it hands half of them to a lane: the lane then starts
+/// at least two pages ahead, so it has read its first members (where this job stops) before
+/// this job gets there, and nothing is read twice.
+const SPLIT_MIN_MEMBERS: u64 = 4 * PAGE_SIZE;
+
+/// How long a job close to the start of the lane it stops at waits for that lane's first read.
+const HEADS_WAIT: Duration = Duration::from_secs(2);
+
+/// Imports the range (or the lane of a range) the job names.
 pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
     let args: RangeArgs = serde_json::from_value(job.args.clone())
         .map_err(|e| JobError::Permanent(format!("malformed import_window args: {e}")))?;
@@ -102,20 +114,51 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         range: args.range,
         rule: creds.mailchimp.since_rule(),
     };
-    let mut reader = RangeReader::resume(args.progress.as_ref());
+    let mut reader = match (&args.progress, &args.lane) {
+        (Some(progress), _) => RangeReader::resume(Some(progress)),
+        (None, Some(lane)) => RangeReader::lane(lane.offset),
+        (None, None) => RangeReader::default(),
+    };
+    let mut lanes = Lanes {
+        stop: args.stop_lane,
+        stop_offset: args.stop_offset,
+        split: None,
+        stop_known: None,
+        heads_recorded: args.lane.is_none() || args.progress.is_some(),
+    };
     let mut pending: Option<Batch> = None;
+    let mut capacity: Option<Capacity> = None;
     loop {
+        lanes.resolve_stop(ctx, &mut reader).await?;
+        if lanes.can_split(&reader) {
+            let at = Frontier {
+                offset: reader.frontier(),
+                left: lanes.left(&reader),
+            };
+            let share = capacity.and_then(|c| c.split_off(at.left));
+            lanes.split(ctx, job, &args, at, share).await?;
+        }
+        if reader.is_done() {
+            // The stop was already read past: what is pending is the last of this job's work.
+            give_back_slot(ctx, job).await?;
+            let batch = pending.take().unwrap_or_default();
+            post(ctx, &creds, &batch.records).await?;
+            return Ok(finish(&args, &lanes, batch));
+        }
         let (read, delivered) = tokio::join!(
             reader.step(&source),
             deliver(ctx, job, &creds, pending.take())
         );
-        delivered?;
+        if let Some(seen) = delivered? {
+            capacity = Some(seen);
+        }
         let step = read?;
+        lanes.record_heads(ctx, &args, &reader).await?;
         let mut batch = classify(&creds.mailchimp, &args.range, step.fresh);
         batch.cost.members_read += i64::try_from(step.members_read).unwrap_or(i64::MAX);
         batch.cost.requests += i64::try_from(step.requests).unwrap_or(i64::MAX);
         batch.cost.window_events += i32::try_from(step.events).unwrap_or(i32::MAX);
-        if batch.cost.window_events > 0 {
+        if step.events > 0 {
             metrics::counter!("importer_window_events_total", "kind" => "range_grew")
                 .increment(step.events.into());
             tracing::warn!(
@@ -128,21 +171,204 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
             give_back_slot(ctx, job).await?;
             // Counted in the metrics when the completion is recorded (`jobs::settle`).
             post(ctx, &creds, &batch.records).await?;
-            return Ok(Completion {
-                records_imported: batch.records.len() as i64,
-                rejected: batch.rejected,
-                covered: vec![args.range.interval()],
-                cost: batch.cost,
-                ..Completion::default()
-            });
+            return Ok(finish(&args, &lanes, batch));
         }
         let progress = RangeArgs {
             progress: Some(reader.progress()),
+            stop_lane: lanes.stop,
+            stop_offset: lanes.stop_offset,
             ..args.clone()
         };
         batch.args = serde_json::to_value(progress)
             .map_err(|e| JobError::Permanent(format!("encoding range progress: {e}")))?;
         pending = Some(batch);
+    }
+}
+
+/// Where a reader stands, for sizing a lane split off it.
+#[derive(Debug, Clone, Copy)]
+struct Frontier {
+    offset: u64,
+    left: u64,
+}
+
+/// What the last checkpoint saw of the account's Mailchimp slots.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    idle_slots: i64,
+}
+
+impl Capacity {
+    /// How many of the `left` members this job has to read it should hand to a new lane, if
+    /// any: half of them, when slots of its account are idle (nothing waits for them). Lanes
+    /// made ahead of need, for a job that only looks like it will end last, were tried and
+    /// dropped: they wait in the queue while their parent reaches them, and under churn they
+    /// cost more re-reads than the tail they save.
+    fn split_off(&self, left: u64) -> Option<u64> {
+        (left >= SPLIT_MIN_MEMBERS && self.idle_slots > 0).then_some(left / 2)
+    }
+}
+
+/// The completion of a range job: its range is covered only if it read the range alone.
+fn finish(args: &RangeArgs, lanes: &Lanes, batch: Batch) -> Completion {
+    let alone = args.reads_whole_range() && lanes.stop.is_none();
+    Completion {
+        records_imported: batch.records.len() as i64,
+        rejected: batch.rejected,
+        covered: if alone {
+            vec![args.range.interval()]
+        } else {
+            Vec::new()
+        },
+        cost: batch.cost,
+        ..Completion::default()
+    }
+}
+
+/// The lanes a range job takes part in: the one it stops at, and its own (see
+/// `importer_core::range_reader`).
+struct Lanes {
+    /// The lane this job stops at.
+    stop: Option<i64>,
+    /// Where that lane started (an estimate: positions drift as members leave).
+    stop_offset: Option<u64>,
+    /// The last lane this job split off, while it may still be taken back: its job and the
+    /// stop (and its offset) it inherited.
+    split: Option<(i64, Option<i64>, Option<u64>)>,
+    /// The lane whose heads the reader already stops at.
+    stop_known: Option<i64>,
+    /// Whether this job's own lane heads are recorded (or it is not a lane).
+    heads_recorded: bool,
+}
+
+impl Lanes {
+    /// Members between the reader's frontier and where it stops (the range's end, or the start
+    /// of the lane it stops at).
+    fn left(&self, reader: &RangeReader) -> u64 {
+        let end = reader.frontier() + reader.remaining();
+        self.stop_offset
+            .map_or(end, |stop| stop.min(end))
+            .saturating_sub(reader.frontier())
+    }
+
+    /// Whether the reader may share: it is not done and no split of it is still starting (one
+    /// lane at a time: the next split waits until the last one has read its first page).
+    fn can_split(&self, reader: &RangeReader) -> bool {
+        let starting = self.stop.is_some() && self.stop_known != self.stop;
+        !starting && !reader.is_done()
+    }
+
+    /// Gives the reader the heads of the lane it stops at, once that lane has read them.
+    async fn resolve_stop(
+        &mut self,
+        ctx: &JobContext,
+        reader: &mut RangeReader,
+    ) -> Result<(), JobError> {
+        let Some(lane) = self.stop.filter(|l| self.stop_known != Some(*l)) else {
+            return Ok(());
+        };
+        // Near the lane's start, wait for its first read (moments after it is claimed) rather
+        // than read into it: what lies past its start would be read twice.
+        let near = self
+            .stop_offset
+            .is_some_and(|at| reader.frontier() + PAGE_SIZE > at);
+        let deadline = tokio::time::Instant::now() + HEADS_WAIT;
+        loop {
+            if let Some(heads) = lanes::heads(&ctx.pool, lane).await.map_err(db)? {
+                reader.set_stop(&heads, self.stop_offset);
+                self.stop_known = Some(lane);
+                return Ok(());
+            }
+            if !near || ctx.stopping.is_cancelled() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // Nobody has started the lane (no worker has room): take it back and read on.
+                if let Some((job, stop, stop_offset)) = self.split.take() {
+                    if queue::withdraw(&ctx.pool, job).await? {
+                        tracing::info!(lane, "lane not started in time: taken back");
+                        self.stop = stop;
+                        self.stop_offset = stop_offset;
+                        self.stop_known = None;
+                    }
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Records this lane's first members, as soon as they are read.
+    async fn record_heads(
+        &mut self,
+        ctx: &JobContext,
+        args: &RangeArgs,
+        reader: &RangeReader,
+    ) -> Result<(), JobError> {
+        if self.heads_recorded {
+            return Ok(());
+        }
+        if let (Some(lane), Some(heads)) = (args.lane, reader.heads()) {
+            lanes::record_heads(&ctx.pool, lane.id, heads)
+                .await
+                .map_err(db)?;
+            self.heads_recorded = true;
+        }
+        Ok(())
+    }
+
+    /// Hands the last `share` members of what the reader has left (as of `at`) to a new lane
+    /// job, which the next free slot takes; this job then stops where that lane starts.
+    async fn split(
+        &mut self,
+        ctx: &JobContext,
+        job: &ClaimedJob,
+        args: &RangeArgs,
+        at: Frontier,
+        share: Option<u64>,
+    ) -> Result<(), JobError> {
+        let (Some(run_id), Some(share)) = (job.run_id, share) else {
+            return Ok(());
+        };
+        let left = at.left;
+        let offset = at.offset + left - share.min(left);
+        let lane = lanes::create(&ctx.pool, run_id, offset).await.map_err(db)?;
+        let child = RangeArgs {
+            progress: None,
+            lane: Some(LaneStart { id: lane, offset }),
+            // The new lane ends where this job was to end.
+            stop_lane: self.stop,
+            stop_offset: self.stop_offset,
+            ..args.clone()
+        };
+        let child = NewJob {
+            kind: JobKind::ImportWindow,
+            args: serde_json::to_value(child)
+                .map_err(|e| JobError::Permanent(format!("encoding lane args: {e}")))?,
+            account_id: job.account_id,
+            run_id: Some(run_id),
+            max_attempts: job.max_attempts,
+            run_after: None,
+        };
+        let child_job = queue::enqueue(&ctx.pool, &child).await?;
+        self.split = Some((child_job, self.stop, self.stop_offset));
+        tracing::info!(
+            lane,
+            offset,
+            left,
+            "half of this range's rest handed to a new lane (idle slots, or this job would finish last)"
+        );
+        metrics::counter!("importer_range_splits_total").increment(1);
+        self.stop = Some(lane);
+        self.stop_offset = Some(offset);
+        Ok(())
+    }
+}
+
+fn db(error: lanes::LaneError) -> JobError {
+    JobError::Retryable {
+        message: error.to_string(),
+        retry_after: None,
     }
 }
 
@@ -196,15 +422,16 @@ fn rejected(r: Rejection) -> RejectedRecord {
     }
 }
 
-/// Posts a batch and checkpoints it (nothing to do for `None`).
+/// Posts a batch and checkpoints it (nothing to do for `None`); returns the account's idle
+/// slots and what its run has left, as the checkpoint saw them.
 async fn deliver(
     ctx: &JobContext,
     job: &ClaimedJob,
     creds: &Credentials,
     batch: Option<Batch>,
-) -> Result<(), JobError> {
+) -> Result<Option<Capacity>, JobError> {
     let Some(batch) = batch else {
-        return Ok(());
+        return Ok(None);
     };
     post(ctx, creds, &batch.records).await?;
     let checkpoint = Checkpoint {
@@ -212,12 +439,15 @@ async fn deliver(
         records_imported: batch.records.len() as i64,
         rejected: batch.rejected.clone(),
         cost: batch.cost,
+        children: Vec::new(),
     };
-    if !queue::checkpoint(&ctx.pool, job.fence(), &checkpoint).await? {
-        return Err(JobError::Fenced);
+    match queue::checkpoint(&ctx.pool, job.fence(), &checkpoint).await? {
+        CheckpointOutcome::Fenced => Err(JobError::Fenced),
+        CheckpointOutcome::Recorded { idle_slots } => {
+            count_delivered(&batch);
+            Ok(Some(Capacity { idle_slots }))
+        }
     }
-    count_delivered(&batch);
-    Ok(())
 }
 
 fn count_delivered(batch: &Batch) {

@@ -15,6 +15,7 @@ use importer_core::mailchimp::{MailchimpAccount, Probe, SinceRule};
 use importer_core::queue::{self, ClaimedJob, Completion, Cost, Interval, JobKind, NewJob};
 use importer_core::window::{
     probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs, RANGES_PER_SLOT,
+    RANGE_MEMBERS,
 };
 use importer_core::{lists, runs};
 
@@ -47,7 +48,13 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
         .into_iter()
         .map(|g| Range { lo: g.lo, hi: g.hi })
         .collect();
-    let result = planner.plan(&gaps, creds.max_concurrency).await;
+    let estimate = runs::last_members_total(&ctx.pool, run.list_id, run.mode, run.id)
+        .await?
+        .map(|n| u64::try_from(n).unwrap_or(0));
+    let full = run.since.is_none();
+    let result = planner
+        .plan(&gaps, creds.max_concurrency, estimate, full)
+        .await;
     // Borrowed slots go back whatever happened (a lost fence has none left to give).
     queue::return_slots(&ctx.pool, job.fence()).await?;
     let plan = result?;
@@ -66,6 +73,9 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
                 list_id: list.mailchimp_list_id.clone(),
                 range: *range,
                 progress: None,
+                lane: None,
+                stop_lane: None,
+                stop_offset: None,
             };
             Ok(NewJob {
                 kind: JobKind::ImportWindow,
@@ -103,15 +113,27 @@ struct Plan {
     requests: u64,
 }
 
-/// A planning request with the second it found (for a boundary).
-type Answer = Result<(Ask, Option<DateTime<Utc>>), JobError>;
-
 /// One planning request.
 enum Ask {
-    /// The member at `offset` of gap `gap`, in `last_changed` order.
+    /// The size of gap `gap` and its earliest second.
+    Count { gap: usize },
+    /// The second of the member at `offset` of gap `gap`, in `last_changed` order.
     Boundary { gap: usize, offset: u64 },
     /// Whether `since_last_changed = s` returns members stamped `s` itself.
     SinceRule { second: DateTime<Utc> },
+}
+
+/// What a planning request found.
+enum Answer {
+    Count {
+        gap: usize,
+        probe: Probe,
+    },
+    Boundary {
+        gap: usize,
+        at: Option<DateTime<Utc>>,
+    },
+    Learned,
 }
 
 struct Planner<'a> {
@@ -122,86 +144,83 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    async fn plan(&self, gaps: &[Range], max_ranges: usize) -> Result<Plan, JobError> {
+    /// Counts the gaps and finds range boundaries. With one gap (the usual case), the count
+    /// and the boundaries are asked in one round: the boundaries' offsets come from what the
+    /// previous run of the same kind counted (`estimate`), or for a first full sync from
+    /// [`RANGE_MEMBERS`] per range; probes past the end simply find no member. Ranges that come
+    /// out uneven are evened out while they are read (lanes). With several gaps, or when the
+    /// `since_last_changed` rule must be learned, a second round asks for the boundaries.
+    async fn plan(
+        &self,
+        gaps: &[Range],
+        max_ranges: usize,
+        estimate: Option<u64>,
+        full: bool,
+    ) -> Result<Plan, JobError> {
         let rule = self.mailchimp.since_rule();
+        let cap = max_ranges.max(1) * RANGES_PER_SLOT;
         let mut requests = 0u64;
 
-        // 1. count every gap and learn its earliest second
-        let width = self.borrow(gaps.len()).await?;
-        let counting: Vec<BoxFuture<'_, Result<Probe, JobError>>> = gaps
-            .iter()
-            .map(|g| self.probe(g, rule, 0).boxed())
-            .collect();
-        let counted: Vec<Probe> = futures::stream::iter(counting)
-            .buffered(width)
-            .try_collect()
-            .await?;
-        requests += gaps.len() as u64;
-        let counts: Vec<u64> = counted.iter().map(|p| p.total).collect();
-        let members: u64 = counts.iter().sum();
-
-        // 2. boundaries for big gaps, and the since rule when it matters and is unknown
-        let cap = max_ranges.max(1) * RANGES_PER_SLOT;
-        let shares: Vec<usize> = share_ranges(&counts, cap)
-            .into_iter()
-            .zip(&counts)
-            .map(|(share, &n)| share.min(range_count(n, cap)))
-            .collect();
-        let mut asks: Vec<Ask> = Vec::new();
-        for (gap, (&n, &share)) in counts.iter().zip(&shares).enumerate() {
-            asks.extend(
-                probe_offsets(n, share)
-                    .into_iter()
-                    .map(|offset| Ask::Boundary { gap, offset }),
-            );
+        // 1. count every gap (learning its earliest second); with one gap, its boundaries too
+        let mut asks: Vec<Ask> = (0..gaps.len()).map(|gap| Ask::Count { gap }).collect();
+        if gaps.len() == 1 {
+            let (ranges, spacing) = match estimate {
+                Some(n) => {
+                    let k = range_count(n, cap);
+                    (k, n / k as u64)
+                }
+                None if full => (cap, RANGE_MEMBERS),
+                None => (1, RANGE_MEMBERS),
+            };
+            asks.extend((1..ranges as u64).map(|j| Ask::Boundary {
+                gap: 0,
+                offset: j * spacing,
+            }));
         }
-        let needs_since = gaps.iter().any(|g| g.lo.is_some()) || !asks.is_empty();
-        if rule == SinceRule::Unknown && needs_since {
-            if let Some(second) = counted.iter().find_map(|p| p.last_changed) {
-                asks.push(Ask::SinceRule { second });
+        let mut answers = self.ask(gaps, rule, asks).await?;
+        requests += answers.len() as u64;
+        let mut counts = vec![0u64; gaps.len()];
+        let mut earliest = None;
+        for answer in &answers {
+            if let Answer::Count { gap, probe } = answer {
+                counts[*gap] = probe.total;
+                earliest = earliest.or(probe.last_changed);
             }
         }
-        let width = self.borrow(asks.len()).await?;
-        let asking: Vec<BoxFuture<'_, Answer>> = asks
-            .into_iter()
-            .map(|ask| {
-                async move {
-                    let answer = match &ask {
-                        Ask::Boundary { gap, offset } => {
-                            self.probe(&gaps[*gap], rule, *offset).await?.last_changed
-                        }
-                        Ask::SinceRule { second } => {
-                            let next = *second + ChronoDuration::seconds(1);
-                            let at_second = timed(self.mailchimp.count_members(
-                                self.list_id,
-                                Some(*second),
-                                Some(next),
-                            ))
-                            .await?;
-                            let learned = if at_second > 0 {
-                                SinceRule::Inclusive
-                            } else {
-                                SinceRule::Strict
-                            };
-                            tracing::info!(?learned, "since_last_changed rule learned");
-                            self.mailchimp.learn_since_rule(learned);
-                            None
-                        }
-                    };
-                    Ok::<_, JobError>((ask, answer))
+        let members: u64 = counts.iter().sum();
+
+        // 2. several gaps: boundaries in proportion to their sizes, and the since rule
+        if gaps.len() > 1 {
+            let shares: Vec<usize> = share_ranges(&counts, cap)
+                .into_iter()
+                .zip(&counts)
+                .map(|(share, &n)| share.min(range_count(n, cap)))
+                .collect();
+            let mut second: Vec<Ask> = Vec::new();
+            for (gap, (&n, &share)) in counts.iter().zip(&shares).enumerate() {
+                second.extend(
+                    probe_offsets(n, share)
+                        .into_iter()
+                        .map(|offset| Ask::Boundary { gap, offset }),
+                );
+            }
+            if rule == SinceRule::Unknown {
+                if let Some(second_at) = earliest {
+                    second.push(Ask::SinceRule { second: second_at });
                 }
-                .boxed()
-            })
-            .collect();
-        let answers: Vec<(Ask, Option<DateTime<Utc>>)> = futures::stream::iter(asking)
-            .buffer_unordered(width)
-            .try_collect()
-            .await?;
-        requests += answers.len() as u64;
+            }
+            let more = self.ask(gaps, rule, second).await?;
+            requests += more.len() as u64;
+            answers.extend(more);
+        }
 
         let mut boundaries: Vec<Vec<DateTime<Utc>>> = vec![Vec::new(); gaps.len()];
-        for (ask, answer) in answers {
-            if let (Ask::Boundary { gap, .. }, Some(second)) = (ask, answer) {
+        for answer in answers {
+            if let Answer::Boundary {
+                gap,
+                at: Some(second),
+            } = answer
+            {
                 boundaries[gap].push(second);
             }
         }
@@ -219,6 +238,54 @@ impl Planner<'_> {
             ranges,
             empty,
             requests,
+        })
+    }
+
+    /// Asks everything in `asks` in parallel, on borrowed slots.
+    async fn ask(
+        &self,
+        gaps: &[Range],
+        rule: SinceRule,
+        asks: Vec<Ask>,
+    ) -> Result<Vec<Answer>, JobError> {
+        let width = self.borrow(asks.len()).await?;
+        let asking: Vec<BoxFuture<'_, Result<Answer, JobError>>> = asks
+            .into_iter()
+            .map(|ask| self.answer(gaps, rule, ask).boxed())
+            .collect();
+        futures::stream::iter(asking)
+            .buffer_unordered(width)
+            .try_collect()
+            .await
+    }
+
+    async fn answer(&self, gaps: &[Range], rule: SinceRule, ask: Ask) -> Result<Answer, JobError> {
+        Ok(match ask {
+            Ask::Count { gap } => Answer::Count {
+                gap,
+                probe: self.probe(&gaps[gap], rule, 0).await?,
+            },
+            Ask::Boundary { gap, offset } => Answer::Boundary {
+                gap,
+                at: self.probe(&gaps[gap], rule, offset).await?.last_changed,
+            },
+            Ask::SinceRule { second } => {
+                let next = second + ChronoDuration::seconds(1);
+                let at_second = timed(self.mailchimp.count_members(
+                    self.list_id,
+                    Some(second),
+                    Some(next),
+                ))
+                .await?;
+                let learned = if at_second > 0 {
+                    SinceRule::Inclusive
+                } else {
+                    SinceRule::Strict
+                };
+                tracing::info!(?learned, "since_last_changed rule learned");
+                self.mailchimp.learn_since_rule(learned);
+                Answer::Learned
+            }
         })
     }
 

@@ -1,0 +1,48 @@
+//! Lanes of a range (`importer.range_lanes`): where a reader that handed part of its range to an
+//! idle slot must stop. See [`crate::range_reader::RangeReader`] for why that is lossless.
+
+use sqlx::PgPool;
+
+/// Why a lane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaneError {
+    /// The database failed or is unreachable.
+    #[error("lanes database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Registers a lane of `run_id` starting at `start_offset`; returns its id. An unused lane (its
+/// job never enqueued) is harmless and goes with its run.
+pub async fn create(pool: &PgPool, run_id: i64, start_offset: u64) -> Result<i64, LaneError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO importer.range_lanes (run_id, start_offset) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(run_id)
+    .bind(i64::try_from(start_offset).unwrap_or(i64::MAX))
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Records the keys of a lane's first members, once (a retried lane keeps its first heads: the
+/// reader before it may already stop at them).
+pub async fn record_heads(pool: &PgPool, lane_id: i64, heads: &[u64]) -> Result<(), LaneError> {
+    let keys: Vec<i64> = heads.iter().map(|&k| k as i64).collect();
+    sqlx::query("UPDATE importer.range_lanes SET heads = $2 WHERE id = $1 AND heads IS NULL")
+        .bind(lane_id)
+        .bind(&keys)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The keys of a lane's first members, once it has read them.
+pub async fn heads(pool: &PgPool, lane_id: i64) -> Result<Option<Vec<u64>>, LaneError> {
+    let keys: Option<Option<Vec<i64>>> =
+        sqlx::query_scalar("SELECT heads FROM importer.range_lanes WHERE id = $1")
+            .bind(lane_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(keys
+        .flatten()
+        .map(|keys| keys.into_iter().map(|k| k as u64).collect()))
+}
