@@ -38,11 +38,13 @@ COMMENT ON COLUMN importer.lists.synced_until IS
 ALTER TABLE importer.runs
     ADD COLUMN window_events      integer NOT NULL DEFAULT 0 CHECK (window_events >= 0),
     ADD COLUMN members_read       bigint  NOT NULL DEFAULT 0 CHECK (members_read >= 0),
-    ADD COLUMN mailchimp_requests bigint  NOT NULL DEFAULT 0 CHECK (mailchimp_requests >= 0);
+    ADD COLUMN mailchimp_requests bigint  NOT NULL DEFAULT 0 CHECK (mailchimp_requests >= 0),
+    ADD COLUMN planning_requests  integer NOT NULL DEFAULT 0 CHECK (planning_requests >= 0);
 COMMENT ON COLUMN importer.runs.window_events IS
     'Times the engine saw the window was not frozen (a range grew, a member outside its range, planned ranges that do not add up): Mailchimp''s clock or visibility is off by more than the lag; affected ranges were re-read';
 COMMENT ON COLUMN importer.runs.members_read IS 'Members Mailchimp returned to this run''s range reads (re-reads included)';
 COMMENT ON COLUMN importer.runs.mailchimp_requests IS 'Mailchimp requests this run made (planning included)';
+COMMENT ON COLUMN importer.runs.planning_requests IS 'Of those, the plan job''s: counts and range-boundary probes';
 COMMENT ON COLUMN importer.runs.until IS
     'Upper bound (exclusive) of last_changed: the database clock minus the sync lag when the run was created, in whole seconds';
 

@@ -323,43 +323,64 @@ impl RangeReader {
         }
         let before = self.total.unwrap_or(main.total);
         let shrunk = before.saturating_sub(main.total);
-        let anchored = q == 0
+        // A lane's own first members anchor it too: whatever comes before one of them belongs
+        // to the reader before the lane (members slid down past the lane's start).
+        let own: HashSet<u64> = match (self.lane_start, &self.heads) {
+            (Some(_), Some(heads)) if !fresh_start => heads.iter().copied().collect(),
+            _ => HashSet::new(),
+        };
+        let mut anchored = q == 0
             || fresh_start
             || main
                 .items
                 .first()
                 .is_some_and(|m| self.recent.contains(m.key()));
+        if !anchored {
+            if let Some(at) = main.items.iter().position(|m| own.contains(&m.key())) {
+                main.items.drain(..at);
+                anchored = true;
+            }
+        }
         let mut below = Vec::new();
         if !anchored {
             let mut low = q;
-            // Removals pro rata of the part already read, with a margin: usually one read.
+            // Removals pro rata of the part already read, with a margin: usually enough.
             let estimate = shrunk.saturating_mul(frontier) / before.max(1);
             let mut back = estimate + estimate / 4 + OVERLAP;
-            loop {
-                let start = low.saturating_sub(back.clamp(1, PAGE_SIZE));
-                let gap = source
-                    .fetch(start, low - start)
-                    .await
-                    .map_err(ReadError::Source)?;
-                step.requests += 1;
-                step.members_read += gap.items.len() as u64;
-                if gap.total > main.total {
-                    below.extend(gap.items);
-                    below.extend(main.items);
-                    return self.restart(step, below);
+            'search: loop {
+                // Read [low - back, low) top down, in pages; anchored when the lowest read starts
+                // with a member already read (or one of this lane's first members).
+                let target = low.saturating_sub(back);
+                while low > target {
+                    let start = low.saturating_sub(PAGE_SIZE).max(target);
+                    let gap = source
+                        .fetch(start, low - start)
+                        .await
+                        .map_err(ReadError::Source)?;
+                    step.requests += 1;
+                    step.members_read += gap.items.len() as u64;
+                    if gap.total > main.total {
+                        below.extend(gap.items);
+                        below.extend(main.items);
+                        return self.restart(step, below);
+                    }
+                    let mut gap_items = gap.items;
+                    let mut first_seen = gap_items
+                        .first()
+                        .is_some_and(|m| self.recent.contains(m.key()));
+                    if let Some(at) = gap_items.iter().position(|m| own.contains(&m.key())) {
+                        gap_items.drain(..at);
+                        first_seen = true;
+                    }
+                    below.extend(gap_items);
+                    low = start;
+                    // Counts prove it when ids cannot: positions moved down by at most `shrunk`.
+                    let by_count = frontier - start >= shrunk + OVERLAP
+                        && frontier - start > self.recent.order.len() as u64;
+                    if start == 0 || first_seen || by_count {
+                        break 'search;
+                    }
                 }
-                let first_seen = gap
-                    .items
-                    .first()
-                    .is_some_and(|m| self.recent.contains(m.key()));
-                below.extend(gap.items);
-                // Counts prove it when ids cannot: positions moved down by at most `shrunk`.
-                let by_count = frontier - start >= shrunk + OVERLAP
-                    && frontier - start > self.recent.order.len() as u64;
-                if start == 0 || first_seen || by_count {
-                    break;
-                }
-                low = start;
                 back = back.saturating_mul(2);
             }
         }
@@ -506,6 +527,16 @@ mod tests {
         (got, requests, read)
     }
 
+    fn assert_all_current_delivered_from(range: &Range, got: &[u32], from: u32) {
+        let got: HashSet<u32> = got.iter().copied().collect();
+        for m in range.members.lock().unwrap().iter().filter(|&&m| m >= from) {
+            assert!(
+                got.contains(m),
+                "member {m} still in the range was never read"
+            );
+        }
+    }
+
     fn assert_all_current_delivered(range: &Range, got: &[u32]) {
         let got: HashSet<u32> = got.iter().copied().collect();
         for m in range.members.lock().unwrap().iter() {
@@ -557,6 +588,33 @@ mod tests {
         let mut reader = RangeReader::default();
         let (got, _, _) = read_all(&range, &mut reader).await;
         assert_all_current_delivered(&range, &got);
+    }
+
+    /// Members leaving below a lane's start shift the lane down, and many leaving above it
+    /// make the estimate of that shift too large: the lane reads down to its own first members,
+    /// never into the part of the reader before it.
+    #[tokio::test]
+    async fn a_lane_shifted_down_reads_back_to_its_own_start_and_no_further() {
+        let range = Range::new(10_000, vec![]);
+        let mut lane = RangeReader::lane(6_000);
+        let first = lane.step(&range).await.unwrap();
+        assert_eq!(first.fresh.first().map(|m| m.0), Some(6_000));
+        // A few members below the lane's start leave, and 1,500 far above its frontier.
+        range
+            .changes
+            .lock()
+            .unwrap()
+            .push_back(Change::Remove((0..10).chain(8_000..9_500).collect()));
+        let mut got: Vec<u32> = first.fresh.iter().map(|m| m.0).collect();
+        while !lane.is_done() {
+            let step = lane.step(&range).await.unwrap();
+            got.extend(step.fresh.iter().map(|m| m.0));
+        }
+        assert!(
+            got.iter().all(|&m| m >= 6_000),
+            "read into the part before the lane"
+        );
+        assert_all_current_delivered_from(&range, &got, 6_000);
     }
 
     #[tokio::test]

@@ -138,6 +138,8 @@ pub struct Run {
     pub members_read: i64,
     /// Mailchimp requests the run made.
     pub mailchimp_requests: i64,
+    /// Of those, the plan job's.
+    pub planning_requests: i32,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When planning finished and the import began.
@@ -221,7 +223,7 @@ pub enum RunError {
 const RUN_COLUMNS: &str = "id, list_id, account_id, mode, since, until, status, trigger, \
      scheduled_for, members_total, jobs_total, jobs_pending, jobs_done, jobs_dead, \
      jobs_cancelled, records_imported, records_rejected, window_events, members_read, \
-     mailchimp_requests, created_at, started_at, finished_at, error";
+     mailchimp_requests, planning_requests, created_at, started_at, finished_at, error";
 
 /// Creates an operator's run of `list_id` with its `plan_run` job through
 /// `importer.create_runs` (which notifies idle workers). The window ends at the database clock

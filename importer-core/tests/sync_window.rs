@@ -453,8 +453,13 @@ async fn a_lane_records_its_heads_once_and_an_unstarted_lane_can_be_taken_back(p
         .await
         .unwrap();
     plan_into(&pool, &run, &[(None, run.until)]).await;
-    let lane = importer_core::lanes::create(&pool, run.id, 5_000).await.unwrap();
-    assert_eq!(importer_core::lanes::heads(&pool, lane).await.unwrap(), None);
+    let lane = importer_core::lanes::create(&pool, run.id, 5_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        importer_core::lanes::heads(&pool, lane).await.unwrap(),
+        None
+    );
     importer_core::lanes::record_heads(&pool, lane, &[1, u64::MAX, 3])
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 //! reference latency profile (100 ms + 50 µs per member: L = 150 ms per full page) while
 //! Mailchimp changes under it, then the next incremental run. Reports Mailchimp members read
 //! and records posted per member of the list, requests beyond planning per page the list needs,
-//! planning requests, what was missing or stale after the full sync (beyond the members that
+//! planning requests, ranges planned + lanes split off, what was missing or stale after the full sync (beyond the members that
 //! changed) and after the next run, and the full sync's throughput against C x P / L.
 //!
 //! `cargo run --release -p importer-bench --bin sync_figures -- --members 200000`
@@ -114,12 +114,13 @@ async fn main() -> anyhow::Result<()> {
         cli.members
     );
     println!(
-        "{:<40} {:>7} {:>7} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8}",
+        "{:<40} {:>7} {:>7} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8} {:>8}",
         "situation",
         "read/N",
         "post/N",
         "req/page",
         "planning",
+        "ranges",
         "lost full",
         "lost next",
         "wall s",
@@ -234,9 +235,13 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
     );
 
     let n = members as f64;
-    let ranges = u64::try_from(full.jobs_total - 1).unwrap_or(0);
-    // One count per gap, a probe per range boundary, at most one since check.
-    let planning = ranges + 1;
+    let lanes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM importer.range_lanes WHERE run_id = $1")
+            .bind(full.id)
+            .fetch_one(&pool)
+            .await?;
+    let ranges = u64::try_from(i64::from(full.jobs_total) - 1 - lanes).unwrap_or(0);
+    let planning = u64::try_from(full.planning_requests).unwrap_or(0);
     let page_requests =
         stats.requests.saturating_sub(planning) as f64 / members.div_ceil(1000) as f64;
     let wall = (full.finished_at.context("no finish time")? - full.created_at)
@@ -244,12 +249,13 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
         .unwrap_or_default();
     let ceiling = 10.0 * 1000.0 / 0.150;
     println!(
-        "{:<40} {:>7.3} {:>7.3} {:>9.3} {:>9} {:>10} {:>10} {:>8.2} {:>8.1}",
+        "{:<40} {:>7.3} {:>7.3} {:>9.3} {:>9} {:>7} {:>10} {:>10} {:>8.2} {:>8.1}",
         s.name,
         stats.members_returned as f64 / n,
         posted as f64 / n,
         page_requests,
         planning,
+        format!("{ranges}+{lanes}"),
         lost_full,
         lost_next,
         wall.as_secs_f64(),

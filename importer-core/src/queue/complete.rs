@@ -153,7 +153,9 @@ pub async fn complete(
                 started_at = CASE WHEN $5 THEN coalesce(r.started_at, now()) ELSE r.started_at END,
                 members_read = r.members_read + $6,
                 mailchimp_requests = r.mailchimp_requests + $7,
-                window_events = r.window_events + $8
+                window_events = r.window_events + $8,
+                planning_requests = r.planning_requests
+                                    + CASE WHEN $5 THEN $7::int ELSE 0 END
           WHERE r.id = $1
          RETURNING r.status,
                    r.status NOT IN ('planning', 'running')

@@ -100,8 +100,13 @@ struct Batch {
 /// this job gets there, and nothing is read twice.
 const SPLIT_MIN_MEMBERS: u64 = 4 * PAGE_SIZE;
 
-/// How long a job close to the start of the lane it stops at waits for that lane's first read.
+/// How long a job close to the start of the lane it stops at waits for that lane's first read
+/// before it takes the lane back, if nobody has claimed it.
 const HEADS_WAIT: Duration = Duration::from_secs(2);
+
+/// How long it waits for a lane that was claimed but has not read yet, before reading on
+/// (then what lies past the lane's start is read twice, harmlessly).
+const HEADS_GIVE_UP: Duration = Duration::from_secs(20);
 
 /// Imports the range (or the lane of a range) the job names.
 pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
@@ -272,27 +277,29 @@ impl Lanes {
         let near = self
             .stop_offset
             .is_some_and(|at| reader.frontier() + PAGE_SIZE > at);
-        let deadline = tokio::time::Instant::now() + HEADS_WAIT;
+        let started = tokio::time::Instant::now();
         loop {
             if let Some(heads) = lanes::heads(&ctx.pool, lane).await.map_err(db)? {
                 reader.set_stop(&heads, self.stop_offset);
                 self.stop_known = Some(lane);
                 return Ok(());
             }
-            if !near || ctx.stopping.is_cancelled() {
+            if !near || ctx.stopping.is_cancelled() || started.elapsed() >= HEADS_GIVE_UP {
                 return Ok(());
             }
-            if tokio::time::Instant::now() >= deadline {
-                // Nobody has started the lane (no worker has room): take it back and read on.
-                if let Some((job, stop, stop_offset)) = self.split.take() {
+            if started.elapsed() >= HEADS_WAIT {
+                // Nobody has started the lane yet (no worker has room): take it back and read
+                // on. A lane already claimed is about to read: keep waiting for it.
+                if let Some((job, stop, stop_offset)) = self.split {
                     if queue::withdraw(&ctx.pool, job).await? {
                         tracing::info!(lane, "lane not started in time: taken back");
+                        self.split = None;
                         self.stop = stop;
                         self.stop_offset = stop_offset;
                         self.stop_known = None;
+                        return Ok(());
                     }
                 }
-                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -48,6 +48,13 @@ impl Harness {
     /// Starts the simulators; `config` sets latency and switches. The test database's sync lag
     /// is [`TEST_LAG`] (tests of the lag set their own).
     pub async fn start(pool: PgPool, config: SimConfig) -> Self {
+        // TEST_LOG=info shows the in-process workers' log lines (to diagnose a test).
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         importer_core::settings::set_sync_lag(&pool, TEST_LAG)
             .await
             .expect("sync lag set");
