@@ -247,6 +247,24 @@ $$;
 COMMENT ON FUNCTION importer.create_runs(bigint[], text, text, timestamptz, timestamptz[]) IS
     'Creates runs (with their plan_run jobs) for lists: until = database clock - sync lag, since from the mode (auto: the cursor); skips lists with an active run, a filled slot or an inverted window. The only way runs are created';
 
+-- Schedules. A period must fit the tick's arithmetic and mean something: between one minute
+-- and 31 days. Rows written before the bound are clamped into it first.
+UPDATE importer.lists
+   SET schedule = least(greatest(schedule, interval '1 minute'), interval '31 days')
+ WHERE schedule NOT BETWEEN interval '1 minute' AND interval '31 days';
+ALTER TABLE importer.lists
+    ADD CONSTRAINT lists_schedule_bounds
+    CHECK (schedule BETWEEN interval '1 minute' AND interval '31 days');
+
+-- The tick's view of a schedule, in whole seconds, clamped to the bounds above: whatever a row
+-- holds, the tick's arithmetic for one list cannot fail and take every other list down with it.
+CREATE FUNCTION importer.schedule_period(schedule interval) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT least(greatest(floor(extract(epoch FROM schedule)), 60), 31 * 86400)::bigint
+$$;
+COMMENT ON FUNCTION importer.schedule_period(interval) IS
+    'A list schedule in whole seconds, clamped to [1 minute, 31 days] (the bounds of lists_schedule_bounds)';
+
 CREATE OR REPLACE FUNCTION importer.tick(now timestamptz DEFAULT now())
 RETURNS TABLE (run_id bigint, list_id bigint, account_id bigint, mode text)
 LANGUAGE plpgsql AS $$
@@ -264,7 +282,7 @@ BEGIN
                                         * p.period)::float8) AS slot
           FROM importer.lists l
          CROSS JOIN LATERAL (
-               SELECT floor(extract(epoch FROM l.schedule))::bigint AS period) sp
+               SELECT importer.schedule_period(l.schedule) AS period) sp
          CROSS JOIN LATERAL (
                SELECT sp.period, ((l.id % sp.period) * 7919) % sp.period AS phase) p
           JOIN importer.accounts a ON a.id = l.account_id
@@ -281,7 +299,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION importer.tick(timestamptz) IS
-    'Creates the due scheduled runs through importer.create_runs (one per enabled list of an unpaused account, per slot of its schedule at the list''s fixed phase, none while the list has an active run). now picks the slot only; until always comes from the database clock. Idempotent and safe to call concurrently. Returns the runs it created.';
+    'Creates the due scheduled runs through importer.create_runs (one per enabled list of an unpaused account, per slot of its schedule at the list''s fixed phase, none while the list has an active run). now picks the slot only; until always comes from the database clock; schedules are read through importer.schedule_period, so no single list can make the tick fail. Idempotent and safe to call concurrently. Returns the runs it created.';
 
 -- The finishing rule gains one condition: a run whose window was seen to move (a range grew
 -- while it was read, a member outside its range, ranges that counted more than the plan) cannot

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use importer_core::runs::RunStatus;
 
 use crate::output::Format;
-use crate::values::{parse_interval, parse_time};
+use crate::values::{parse_interval, parse_schedule, parse_time};
 
 /// Operate mailchimp-importer: migrations, accounts, lists, runs, dead jobs, the queue, and a
 /// one-command demo.
@@ -198,8 +198,8 @@ pub enum ListsCommand {
     SetSchedule {
         /// List id or account/mailchimp_list_id.
         list: String,
-        /// Interval such as 30m, 1h, 1d (at least 1m).
-        #[arg(value_parser = parse_interval)]
+        /// Interval such as 30m, 1h, 1d (1m to 31d).
+        #[arg(value_parser = parse_schedule)]
         interval: Duration,
     },
     /// Give a list its own sync lag, or `default` for the deployment's (settings show).
@@ -247,8 +247,8 @@ pub struct ListAddArgs {
     /// A name for people.
     #[arg(long)]
     pub name: Option<String>,
-    /// How often to sync: 30m, 1h, 1d (at least 1m).
-    #[arg(long, default_value = "1h", value_parser = parse_interval)]
+    /// How often to sync: 30m, 1h, 1d (1m to 31d).
+    #[arg(long, default_value = "1h", value_parser = parse_schedule)]
     pub schedule: Duration,
     /// Add it without scheduled runs.
     #[arg(long)]
@@ -391,8 +391,8 @@ pub struct SeedArgs {
     /// Destination base URL of the simulator as the workers reach it.
     #[arg(long, value_name = "URL")]
     pub destination_url: String,
-    /// Schedule of the lists it adds.
-    #[arg(long, default_value = "1h", value_parser = parse_interval)]
+    /// Schedule of the lists it adds (1m to 31d).
+    #[arg(long, default_value = "1h", value_parser = parse_schedule)]
     pub schedule: Duration,
 }
 

@@ -47,6 +47,13 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z: {e}"))
 }
 
+/// A list schedule: an interval from 1 minute to 31 days (`importer_core::lists::check_schedule`).
+pub fn parse_schedule(text: &str) -> Result<Duration, String> {
+    let schedule = parse_interval(text)?;
+    importer_core::lists::check_schedule(schedule).map_err(|e| e.to_string())?;
+    Ok(schedule)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

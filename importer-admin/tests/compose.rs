@@ -66,13 +66,20 @@ fn scalar(v: &Yaml) -> String {
     }
 }
 
-/// `${VAR:-default}` as compose expands it with VAR unset.
+/// The value an operator exports for a required variable (`${VAR:?message}`).
+const OPERATOR_SECRET_KEY: &str =
+    "5f5e5d5c5b5a595857565554535251504f4e4d4c4b4a49484746454443424140";
+
+/// `${VAR:-default}` as compose expands it with VAR unset; `${VAR:?message}` (required) as
+/// the operator set it.
 fn expand(value: &str) -> String {
     match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-        Some(inner) => inner
-            .split_once(":-")
-            .map(|(_, d)| d.to_owned())
-            .unwrap_or_default(),
+        Some(inner) => match (inner.split_once(":-"), inner.split_once(":?")) {
+            (Some((_, default)), _) => default.to_owned(),
+            (None, Some(("IMPORTER_SECRET_KEY", _))) => OPERATOR_SECRET_KEY.to_owned(),
+            (None, Some((var, _))) => panic!("required variable {var} has no test value"),
+            (None, None) => String::new(),
+        },
         None => value.to_owned(),
     }
 }

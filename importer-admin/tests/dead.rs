@@ -18,7 +18,7 @@ async fn failed_run(pool: &PgPool, admin: &Admin, error: &str) -> i64 {
         .await
         .unwrap()
         .remove(0);
-    queue::retry(pool, job.fence(), "HTTP 503 once", Some(Duration::ZERO))
+    queue::retry(pool, &job, "HTTP 503 once", Some(Duration::ZERO))
         .await
         .unwrap();
     let job = queue::claim(pool, "test-worker", 1, Duration::from_secs(60))

@@ -200,11 +200,29 @@ async fn bad_list_arguments_are_refused_with_the_reason(pool: PgPool) {
             "--schedule",
             "30s",
         ])
-        .code(1);
+        .code(2);
     assert!(
-        short.stderr.contains("at most every minute"),
+        short.stderr.contains("between 1 minute and 31 days"),
         "{}",
         short.stderr
+    );
+    // Regression (issue 9, defect 8): an absurd schedule is refused before it reaches the tick.
+    let absurd = admin
+        .run(&[
+            "lists",
+            "add",
+            "--account",
+            "acme",
+            "--list-id",
+            "abc",
+            "--schedule",
+            "520000w",
+        ])
+        .code(2);
+    assert!(
+        absurd.stderr.contains("between 1 minute and 31 days"),
+        "{}",
+        absurd.stderr
     );
     let bad_interval = admin
         .run(&[

@@ -9,14 +9,15 @@
 //!   only about not colliding again;
 //! - [`Jitter::None`]: exactly the nominal delay (tests, deterministic tools).
 //!
-//! A server's Retry-After is taken as is (it knows better than our guess), capped at
-//! [`MAX_RETRY_AFTER`] so a wrong header cannot park a job for days.
+//! A server's Retry-After is taken as is (it knows better than our guess), capped by
+//! [`RetryPolicy`](crate::queue::RetryPolicy) (default [`MAX_RETRY_AFTER`]) so a wrong header
+//! cannot park a job for days.
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// The longest Retry-After honoured; longer values are cut to this.
+/// The default longest Retry-After honoured ([`crate::queue::RetryPolicy::max_retry_after`]).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// How a delay is randomised.
@@ -96,15 +97,6 @@ impl Backoff {
             }
         }
     }
-
-    /// The delay before retrying after failed attempt `attempt`: the server's `retry_after`
-    /// capped at [`MAX_RETRY_AFTER`] when it sent one, else [`Backoff::delay`].
-    pub fn retry_delay(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {
-        match retry_after {
-            Some(server) => server.min(MAX_RETRY_AFTER),
-            None => self.delay(attempt),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -148,20 +140,5 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(4)));
         assert!(delays.iter().any(|d| *d < Duration::from_secs(1)));
         assert!(delays.iter().any(|d| *d > Duration::from_secs(3)));
-    }
-
-    #[test]
-    fn retry_after_is_honoured_and_capped() {
-        let b = Backoff::default();
-        assert_eq!(
-            b.retry_delay(3, Some(Duration::from_secs(42))),
-            Duration::from_secs(42)
-        );
-        assert_eq!(
-            b.retry_delay(1, Some(Duration::from_secs(86_400))),
-            MAX_RETRY_AFTER
-        );
-        let d = b.retry_delay(1, None);
-        assert!(d >= Duration::from_millis(2500) && d <= Duration::from_secs(5));
     }
 }

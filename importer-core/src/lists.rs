@@ -11,6 +11,25 @@ use crate::queue::micros;
 /// The schedule of a new list when none is given.
 pub const DEFAULT_SCHEDULE: Duration = Duration::from_secs(3600);
 
+/// The shortest schedule (the schema's `lists_schedule_bounds`).
+pub const MIN_SCHEDULE: Duration = Duration::from_secs(60);
+
+/// The longest schedule (the schema's `lists_schedule_bounds`): a month.
+pub const MAX_SCHEDULE: Duration = Duration::from_secs(31 * 86_400);
+
+/// Checks a schedule against [`MIN_SCHEDULE`]..=[`MAX_SCHEDULE`] before it reaches the schema,
+/// with a message for people. Errors: [`ListError::Invalid`].
+pub fn check_schedule(schedule: Duration) -> Result<(), ListError> {
+    if (MIN_SCHEDULE..=MAX_SCHEDULE).contains(&schedule) {
+        Ok(())
+    } else {
+        Err(ListError::Invalid(format!(
+            "schedule {}s is out of bounds: between 1 minute and 31 days",
+            schedule.as_secs()
+        )))
+    }
+}
+
 /// A list to add.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewList {
@@ -100,7 +119,7 @@ pub enum ListError {
         /// The Mailchimp audience id.
         mailchimp_list_id: String,
     },
-    /// A value breaks a rule of the schema (list id not alphanumeric, schedule under a minute).
+    /// A value breaks a rule of the schema (list id not alphanumeric, schedule out of bounds).
     #[error("invalid list: {0}")]
     Invalid(String),
     /// The list has an active run, so its cursor cannot be moved by hand now.
@@ -144,6 +163,7 @@ fn classify(error: sqlx::Error, list: Option<&NewList>) -> ListError {
 /// Adds a list. Errors: [`ListError::AccountNotFound`], [`ListError::Duplicate`],
 /// [`ListError::Invalid`], database failures.
 pub async fn add(pool: &PgPool, list: &NewList) -> Result<List, ListError> {
+    check_schedule(list.schedule)?;
     let sql = format!(
         "INSERT INTO importer.lists (account_id, mailchimp_list_id, name, schedule, enabled)
          VALUES ($1, $2, $3, $4 * interval '1 microsecond', $5)
@@ -188,9 +208,10 @@ pub async fn set_enabled(pool: &PgPool, id: i64, enabled: bool) -> Result<List, 
     change(pool, id, "enabled = $2", enabled).await
 }
 
-/// Changes how often a list is synced (at least a minute). Errors: [`ListError::NotFound`],
+/// Changes how often a list is synced (1 minute to 31 days). Errors: [`ListError::NotFound`],
 /// [`ListError::Invalid`], database failures.
 pub async fn set_schedule(pool: &PgPool, id: i64, schedule: Duration) -> Result<List, ListError> {
+    check_schedule(schedule)?;
     change(
         pool,
         id,

@@ -95,10 +95,9 @@ async fn eight_claimers_work_5000_jobs_each_completed_exactly_once(
                     } else if job.attempt == 1 && job.id % 10 == 0 {
                         // Some jobs fail once and come back at once (Retry-After: 0).
                         ledger.give_back(job.id);
-                        let outcome =
-                            queue::retry(&pool, job.fence(), "flaky", Some(Duration::ZERO))
-                                .await
-                                .unwrap();
+                        let outcome = queue::retry(&pool, &job, "flaky", Some(Duration::ZERO))
+                            .await
+                            .unwrap();
                         assert!(matches!(outcome, RetryOutcome::Retried { .. }));
                         retried += 1;
                     } else {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use importer_core::backoff::{Backoff, Jitter};
-use importer_core::queue::{self, DeadReason, JobKind, NewJob, RetryOutcome};
+use importer_core::queue::{
+    self, DeadReason, JobKind, NewJob, RetryOutcome, RetryPolicy, SnoozeOutcome,
+};
 use importer_core::runs::{self, RunStatus};
 use queue_support::{account, account_with_list, claim_one, planned_run, LEASE};
 use sqlx::PgPool;
@@ -18,6 +20,17 @@ async fn one_job(pool: &PgPool, max_attempts: i32) -> i64 {
     let mut job = NewJob::new(JobKind::ImportWindow, serde_json::json!({}), account);
     job.max_attempts = max_attempts;
     queue::enqueue(pool, &job).await.unwrap()
+}
+
+/// Snoozes without waiting: the job is claimable again at once.
+fn now() -> RetryPolicy {
+    RetryPolicy {
+        snooze: Backoff {
+            base: Duration::ZERO,
+            ..Backoff::snooze()
+        },
+        ..RetryPolicy::default()
+    }
 }
 
 async fn attempts_and_run_after(pool: &PgPool, id: i64) -> (i32, chrono::DateTime<Utc>) {
@@ -45,18 +58,19 @@ async fn snooze_does_not_spend_an_attempt(pool: PgPool) {
     for _ in 0..2 {
         let job = claim_one(&pool, "w").await;
         assert_eq!(job.attempt, 1);
-        assert!(
-            queue::snooze(&pool, job.fence(), Duration::ZERO, "429: too many requests")
+        assert!(matches!(
+            queue::snooze(&pool, &job, &now(), "429: too many requests", None)
                 .await
-                .unwrap()
-        );
+                .unwrap(),
+            SnoozeOutcome::Snoozed { .. }
+        ));
         assert_eq!(attempts_and_run_after(&pool, id).await.0, 0);
     }
     assert_eq!(error_kinds(&pool, id).await, vec!["snooze", "snooze"]);
 
     let job = claim_one(&pool, "w").await;
     assert_eq!(job.attempt, 1);
-    let outcome = queue::retry(&pool, job.fence(), "boom", Some(Duration::ZERO))
+    let outcome = queue::retry(&pool, &job, "boom", Some(Duration::ZERO))
         .await
         .unwrap();
     assert!(matches!(outcome, RetryOutcome::Retried { .. }));
@@ -64,11 +78,12 @@ async fn snooze_does_not_spend_an_attempt(pool: PgPool) {
     assert_eq!(job.attempt, 2);
 
     // A snooze with a delay hides the job until then, and frees its slot.
-    assert!(
-        queue::snooze(&pool, job.fence(), Duration::from_secs(60), "429")
+    assert!(matches!(
+        queue::snooze(&pool, &job, &now(), "429", Some(Duration::from_secs(60)))
             .await
-            .unwrap()
-    );
+            .unwrap(),
+        SnoozeOutcome::Snoozed { .. }
+    ));
     let (attempts, run_after) = attempts_and_run_after(&pool, id).await;
     assert_eq!(attempts, 1);
     assert!(run_after > Utc::now() + chrono::Duration::seconds(50));
@@ -83,7 +98,7 @@ async fn retry_honours_retry_after(pool: PgPool) {
     let id = one_job(&pool, 5).await;
     let job = claim_one(&pool, "w").await;
     let before = Utc::now();
-    let outcome = queue::retry(&pool, job.fence(), "429", Some(Duration::from_secs(120)))
+    let outcome = queue::retry(&pool, &job, "429", Some(Duration::from_secs(120)))
         .await
         .unwrap();
     let RetryOutcome::Retried { run_after } = outcome else {
@@ -107,14 +122,9 @@ async fn retry_honours_retry_after(pool: PgPool) {
         .await
         .unwrap();
     let job = claim_one(&pool, "w").await;
-    let outcome = queue::retry(
-        &pool,
-        job.fence(),
-        "429",
-        Some(Duration::from_secs(86_400 * 30)),
-    )
-    .await
-    .unwrap();
+    let outcome = queue::retry(&pool, &job, "429", Some(Duration::from_secs(86_400 * 30)))
+        .await
+        .unwrap();
     let RetryOutcome::Retried { run_after } = outcome else {
         panic!("expected a retry, got {outcome:?}");
     };
@@ -137,8 +147,11 @@ async fn retry_backs_off_and_dead_letters_on_the_last_attempt(pool: PgPool) {
         let before = Utc::now();
         let outcome = queue::retry_with(
             &pool,
-            job.fence(),
-            &backoff,
+            &job,
+            &RetryPolicy {
+                retry: backoff,
+                ..RetryPolicy::default()
+            },
             &format!("HTTP 503 #{attempt}"),
             None,
         )
@@ -161,7 +174,7 @@ async fn retry_backs_off_and_dead_letters_on_the_last_attempt(pool: PgPool) {
 
     let job = claim_one(&pool, "w").await;
     assert!(job.is_last_attempt());
-    let outcome = queue::retry(&pool, job.fence(), "HTTP 503 #3", None)
+    let outcome = queue::retry(&pool, &job, "HTTP 503 #3", None)
         .await
         .unwrap();
     assert_eq!(outcome, RetryOutcome::DeadLettered);
@@ -247,4 +260,115 @@ async fn release_hands_jobs_back_without_spending_attempts(pool: PgPool) {
     let again = queue::claim(&pool, "other", 3, LEASE).await.unwrap();
     assert_eq!(again.len(), 3);
     assert!(again.iter().all(|j| j.attempt == 1));
+}
+
+/// Regression (issue 9, defect 1): every snooze waited the first delay, any Retry-After was
+/// honoured, a job could snooze forever, and each snooze grew its history without bound.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn snoozes_back_off_are_capped_and_end_in_a_retry(pool: PgPool) {
+    let id = one_job(&pool, 3).await;
+    let policy = RetryPolicy {
+        snooze: Backoff {
+            jitter: Jitter::None,
+            ..Backoff::snooze()
+        },
+        max_retry_after: Duration::from_secs(300),
+        max_snoozes: 25,
+        ..RetryPolicy::default()
+    };
+    let mut delays = Vec::new();
+    for n in 0..25 {
+        let job = claim_one(&pool, "w").await;
+        assert_eq!(job.snoozes, n, "the claim carries the snooze count");
+        let before = Utc::now();
+        let retry_after = (n == 24).then(|| Duration::from_secs(365 * 86_400));
+        let outcome = queue::snooze(&pool, &job, &policy, "429", retry_after)
+            .await
+            .unwrap();
+        let SnoozeOutcome::Snoozed { run_after } = outcome else {
+            panic!("snooze {n}: {outcome:?}");
+        };
+        delays.push((run_after - before).num_seconds());
+        sqlx::query("UPDATE importer.jobs SET run_after = now() WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        &delays[..6],
+        &[1, 2, 4, 8, 16, 30],
+        "the backoff grows by snooze count"
+    );
+    assert!(delays[6..24].iter().all(|d| *d == 30), "{delays:?}");
+    assert!(
+        (299..=301).contains(&delays[24]),
+        "a year of Retry-After is cut to 300 s"
+    );
+    assert_eq!(
+        attempts_and_run_after(&pool, id).await.0,
+        0,
+        "no attempt spent"
+    );
+
+    // The 26th is a retry: it spends an attempt, and the snooze series starts again.
+    let job = claim_one(&pool, "w").await;
+    let outcome = queue::snooze(&pool, &job, &policy, "429", None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            SnoozeOutcome::Retried(RetryOutcome::Retried { .. })
+        ),
+        "{outcome:?}"
+    );
+    let (snoozes, errors_total, kept, last_error): (i32, i32, i32, String) = sqlx::query_as(
+        "SELECT snoozes, errors_total, jsonb_array_length(errors), last_error FROM importer.jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (snoozes, errors_total, kept),
+        (0, 26, 20),
+        "history bounded, all counted"
+    );
+    assert!(last_error.contains("25 snoozes in a row"), "{last_error}");
+    assert_eq!(attempts_and_run_after(&pool, id).await.0, 1);
+}
+
+/// A job snoozing for longer than the age limit retries too, whatever its count.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_snooze_older_than_the_age_limit_spends_an_attempt(pool: PgPool) {
+    let id = one_job(&pool, 3).await;
+    let policy = RetryPolicy {
+        max_snooze_age: Duration::from_secs(600),
+        ..now()
+    };
+    let job = claim_one(&pool, "w").await;
+    let outcome = queue::snooze(&pool, &job, &policy, "429", None)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, SnoozeOutcome::Snoozed { .. }));
+    sqlx::query(
+        "UPDATE importer.jobs SET first_snoozed_at = now() - interval '11 minutes' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let job = claim_one(&pool, "w").await;
+    let outcome = queue::snooze(&pool, &job, &policy, "429", None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            SnoozeOutcome::Retried(RetryOutcome::Retried { .. })
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(attempts_and_run_after(&pool, id).await.0, 1);
 }

@@ -76,3 +76,38 @@ async fn a_paused_account_gets_no_handoff(pool: PgPool) {
     );
     assert_eq!(live_slots(&pool, acct).await, 0);
 }
+
+/// Regression (issue 9, defect 2): a handoff swapped slots one for one whatever the cap, so a
+/// lowered `max_concurrency` did not take effect while the account's backlog lasted.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_handoff_never_leaves_more_live_slots_than_a_lowered_cap(pool: PgPool) {
+    let acct = account(&pool, "lowered", 10).await;
+    enqueue_jobs(&pool, acct, 30).await;
+    let mut held = queue::claim(&pool, "w1", 10, LEASE).await.unwrap();
+    assert_eq!(live_slots(&pool, acct).await, 10);
+    sqlx::query("UPDATE importer.accounts SET max_concurrency = 5 WHERE id = $1")
+        .bind(acct)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Over the cap, each handoff only releases, until the account is back under it; from then
+    // on the swaps keep it exactly at the new cap.
+    let mut counts = Vec::new();
+    while let Some(job) = held.pop() {
+        match queue::handoff_slot(&pool, job.fence(), "w1", LEASE)
+            .await
+            .unwrap()
+        {
+            Handoff::Next(next) if counts.len() < 20 => held.insert(0, next),
+            Handoff::Next(next) => {
+                queue::release_slot(&pool, next.fence()).await.unwrap();
+            }
+            Handoff::Released => {}
+            Handoff::Fenced => panic!("fence lost"),
+        }
+        counts.push(live_slots(&pool, acct).await);
+    }
+    assert_eq!(&counts[..5], &[9, 8, 7, 6, 5], "{counts:?}");
+    assert!(counts.iter().skip(5).all(|n| *n <= 5), "{counts:?}");
+}

@@ -6,7 +6,9 @@ mod queue_support;
 
 use std::time::Duration;
 
-use importer_core::queue::{self, Completion, DeadReason, Fence, NewJob, RetryOutcome};
+use importer_core::queue::{
+    self, Completion, DeadReason, Fence, NewJob, RetryOutcome, RetryPolicy, SnoozeOutcome,
+};
 use importer_core::runs::{self, RunStatus};
 use queue_support::{account_with_list, claim_one, expire, jobs_count, planned_run, LEASE};
 use sqlx::PgPool;
@@ -44,7 +46,7 @@ async fn expired_lease_is_claimed_again_and_the_old_holder_is_fenced(pool: PgPoo
         .unwrap()
         .is_empty());
     assert_eq!(
-        queue::retry(&pool, old, "late failure", None)
+        queue::retry(&pool, &first, "late failure", None)
             .await
             .unwrap(),
         RetryOutcome::Fenced
@@ -52,9 +54,12 @@ async fn expired_lease_is_claimed_again_and_the_old_holder_is_fenced(pool: PgPoo
     assert!(!queue::dead_letter(&pool, old, "late permanent failure")
         .await
         .unwrap());
-    assert!(!queue::snooze(&pool, old, Duration::ZERO, "late 429")
-        .await
-        .unwrap());
+    assert_eq!(
+        queue::snooze(&pool, &first, &RetryPolicy::default(), "late 429", None)
+            .await
+            .unwrap(),
+        SnoozeOutcome::Fenced
+    );
     assert_eq!(queue::release(&pool, &[old]).await.unwrap(), 0);
     let (locked_by, attempts): (String, i32) =
         sqlx::query_as("SELECT locked_by, attempts FROM importer.jobs WHERE id = $1")
@@ -163,7 +168,7 @@ async fn heartbeat_extends_live_leases_but_never_revives_an_expired_one(pool: Pg
     expire(&pool, &[stale.id]).await;
     let bogus = Fence {
         job_id: live.id,
-        attempt: 7,
+        token: live.lease_token + 1_000,
     };
 
     let held = queue::heartbeat(&pool, &[live.fence(), stale.fence(), bogus], LEASE)
@@ -184,4 +189,54 @@ async fn heartbeat_extends_live_leases_but_never_revives_an_expired_one(pool: Pg
             .await
             .unwrap();
     assert!(stale_until < chrono::Utc::now());
+}
+
+/// Regression (issue 9, defect 5): snooze and release hand the attempt back, so the next claim
+/// had the same `(id, attempt)` fence as the stale holder, whose `complete` then deleted the
+/// new holder's job. Lease tokens never repeat.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_fence_is_never_issued_twice_for_a_job(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = planned_run(&pool, list, 1).await;
+    let first = claim_one(&pool, "worker-a").await;
+    // The first holder's lease expires mid-job; B takes over and snoozes (attempt handed back);
+    // C then claims at the same attempt number as A had.
+    expire(&pool, &[first.id]).await;
+    let second = claim_one(&pool, "worker-b").await;
+    let policy = RetryPolicy {
+        snooze: importer_core::backoff::Backoff {
+            base: Duration::ZERO,
+            ..importer_core::backoff::Backoff::snooze()
+        },
+        ..RetryPolicy::default()
+    };
+    let snoozed = queue::snooze(&pool, &second, &policy, "429", None)
+        .await
+        .unwrap();
+    assert!(matches!(snoozed, SnoozeOutcome::Snoozed { .. }));
+    let third = claim_one(&pool, "worker-c").await;
+    assert_eq!(third.attempt, second.attempt, "the attempt number repeats");
+    assert_ne!(third.fence(), second.fence(), "the fence does not");
+
+    // The stale holders' moves all miss; the live one completes.
+    for stale in [&first, &second] {
+        assert!(queue::complete(&pool, stale.fence(), Completion::default())
+            .await
+            .unwrap()
+            .is_fenced());
+        assert!(queue::release(&pool, &[stale.fence()]).await.unwrap() == 0);
+    }
+    assert_eq!(
+        jobs_count(&pool).await,
+        1,
+        "the live holder's job is still there"
+    );
+    assert!(
+        !queue::complete(&pool, third.fence(), Completion::default())
+            .await
+            .unwrap()
+            .is_fenced()
+    );
+    let done = runs::get(&pool, run).await.unwrap().unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
 }

@@ -231,6 +231,39 @@ async fn rejected_records_are_stored_with_their_run(pool: PgPool) {
     );
 }
 
+/// Regression (issue 9, defect 10): reasons were free text, so grouping by reason gave one
+/// row per bad value. The README's query groups by the stable code.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn rejections_group_by_their_stable_code_whatever_the_detail(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = planned_run(&pool, list, 1).await;
+    let job = claim_one(&pool, "w").await;
+    let bad_status = |n: usize| RejectedRecord {
+        member_id: Some(format!("m{n}")),
+        email: Some(format!("m{n}@example.com")),
+        code: "invalid_status",
+        reason: format!("status \"weird-{n}\" is not a Mailchimp member status"),
+        member: None,
+        excerpt: format!(r#"{{"id":"m{n}"}}"#),
+    };
+    let completion = Completion {
+        rejected: (0..5).map(bad_status).collect(),
+        ..Completion::default()
+    };
+    queue::complete(&pool, job.fence(), completion)
+        .await
+        .unwrap();
+    // The README's query, verbatim but for the run id.
+    let by_code: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT code, count(*) FROM importer.rejected_records WHERE run_id = $1 GROUP BY code",
+    )
+    .bind(run)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(by_code, vec![("invalid_status".to_owned(), 5)]);
+}
+
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn runs_are_listed_newest_first_by_status_account_and_list(pool: PgPool) {
     let (account_a, list_a) = account_with_list(&pool, "a", 10).await;

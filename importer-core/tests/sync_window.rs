@@ -394,7 +394,7 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
     assert_eq!(code, "missing_email");
 
     // The attempt fails; the retry sees the checkpoint in its arguments.
-    queue::retry(&pool, job.fence(), "destination 503", Some(Duration::ZERO))
+    queue::retry(&pool, &job, "destination 503", Some(Duration::ZERO))
         .await
         .unwrap();
     let again = claim_one(&pool, "w2").await;

@@ -206,3 +206,54 @@ async fn slots_follow_each_lists_schedule(pool: PgPool) {
     assert_eq!(daily_slot, slot_of(daily, 86_400, now));
     assert!(daily_slot <= now && now - daily_slot < chrono::Duration::days(1));
 }
+
+/// Regression (issue 9, defect 8): `schedule = '10000 years'` on one list made
+/// `importer.tick` fail for every list. Schedules are bounded by the schema and by
+/// `lists::set_schedule`, and the tick reads them through a clamp.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn one_absurd_schedule_cannot_break_the_tick(pool: PgPool) {
+    let account = account(&pool, "acme", 10).await;
+    let normal = list(&pool, account, "normal").await;
+    let monthly = list(&pool, account, "monthly").await;
+
+    let refused =
+        sqlx::query("UPDATE importer.lists SET schedule = interval '10000 years' WHERE id = $1")
+            .bind(monthly)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+    assert!(
+        refused.to_string().contains("lists_schedule_bounds"),
+        "{refused}"
+    );
+    let err = lists::set_schedule(
+        &pool,
+        monthly,
+        std::time::Duration::from_secs(86_400 * 365 * 10_000),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, lists::ListError::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().contains("between 1 minute and 31 days"),
+        "{err}"
+    );
+
+    // The longest schedule allowed ticks like any other, and so does its neighbour.
+    lists::set_schedule(&pool, monthly, lists::MAX_SCHEDULE)
+        .await
+        .unwrap();
+    tick::tick(&pool, Some(at(10, 50))).await.unwrap();
+    assert_eq!(runs_of(&pool, normal).await.len(), 1);
+    assert_eq!(runs_of(&pool, monthly).await.len(), 1);
+
+    // Whatever a row could hold, the tick's arithmetic is clamped.
+    let clamped: Vec<i64> = sqlx::query_scalar(
+        "SELECT importer.schedule_period(s) FROM unnest(ARRAY[interval '1 second',
+                interval '10000 years', interval '1 hour']) s",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(clamped, vec![60, 31 * 86_400, 3600]);
+}

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use importer_core::queue::RetryPolicy;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -14,6 +15,25 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// The defaults, written once: clap's `default_value_t` and [`WorkerConfig::default`] both
+/// read them.
+mod defaults {
+    pub const CONCURRENCY: usize = 50;
+    pub const CLAIM_BATCH: usize = 100;
+    pub const LEASE_SECS: u64 = 60;
+    pub const POLL_MS: u64 = 1000;
+    pub const TICK_SECS: u64 = 5;
+    pub const HTTP_ADDR: &str = "0.0.0.0:9090";
+    pub const SHUTDOWN_GRACE_SECS: u64 = 30;
+    pub const MAILCHIMP_TIMEOUT_SECS: u64 = 30;
+    pub const MAX_BODY_BYTES: usize = importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES;
+    pub const DESTINATION_TIMEOUT_SECS: u64 = 30;
+    pub const DESTINATION_MAX_BATCH: usize = 1000;
+    pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+    pub const MAX_SNOOZES: u32 = 100;
+    pub const MAX_SNOOZE_AGE_SECS: u64 = 1800;
+}
+
 /// Everything one worker process needs besides the database URL and the secret key.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerConfig {
@@ -22,49 +42,62 @@ pub struct WorkerConfig {
     pub worker_id: Option<String>,
 
     /// Most jobs this process runs at once (Mailchimp requests are further capped per account).
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 50)]
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
     pub concurrency: usize,
 
     /// Most jobs claimed in one round trip (default: the free capacity).
-    #[arg(long, env = "WORKER_CLAIM_BATCH", default_value_t = 100)]
+    #[arg(long, env = "WORKER_CLAIM_BATCH", default_value_t = defaults::CLAIM_BATCH)]
     pub claim_batch: usize,
 
-    /// Lease (visibility timeout) of a claimed job, in seconds.
-    #[arg(long, env = "WORKER_LEASE_SECS", default_value_t = 60)]
+    /// Lease (visibility timeout) of a claimed job, in seconds (at least 3).
+    #[arg(long, env = "WORKER_LEASE_SECS", default_value_t = defaults::LEASE_SECS)]
     pub lease_secs: u64,
 
-    /// Fallback poll interval when no notification arrives, in milliseconds.
-    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 1000)]
+    /// Fallback poll interval when no notification arrives, in milliseconds (at least 10).
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = defaults::POLL_MS)]
     pub poll_ms: u64,
 
     /// How often this worker calls `importer.tick(now)`, in seconds (0 = never).
-    #[arg(long, env = "WORKER_TICK_SECS", default_value_t = 5)]
+    #[arg(long, env = "WORKER_TICK_SECS", default_value_t = defaults::TICK_SECS)]
     pub tick_secs: u64,
 
     /// Health and metrics address (`/healthz`, `/metrics`); empty to disable.
-    #[arg(long, env = "WORKER_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "WORKER_HTTP_ADDR", default_value = defaults::HTTP_ADDR)]
     pub http_addr: String,
 
     /// On SIGTERM, how long in-flight jobs may run before they are released, in seconds.
-    #[arg(long, env = "WORKER_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(long, env = "WORKER_SHUTDOWN_GRACE_SECS", default_value_t = defaults::SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
     /// Timeout of one Mailchimp request, in seconds.
-    #[arg(long, env = "MAILCHIMP_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "MAILCHIMP_TIMEOUT_SECS", default_value_t = defaults::MAILCHIMP_TIMEOUT_SECS)]
     pub mailchimp_timeout_secs: u64,
 
     /// Longest Mailchimp response body read, in bytes; a longer one fails the request (retried,
     /// then dead-lettered with that reason) instead of exhausting memory.
-    #[arg(long, env = "MAILCHIMP_MAX_BODY_BYTES", default_value_t = importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "MAILCHIMP_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub mailchimp_max_body_bytes: usize,
 
     /// Timeout of one destination request, in seconds.
-    #[arg(long, env = "DESTINATION_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "DESTINATION_TIMEOUT_SECS", default_value_t = defaults::DESTINATION_TIMEOUT_SECS)]
     pub destination_timeout_secs: u64,
 
     /// Most records in one `POST /record` (the destination answers 413 beyond its limit).
-    #[arg(long, env = "DESTINATION_MAX_BATCH", default_value_t = 1000)]
+    #[arg(long, env = "DESTINATION_MAX_BATCH", default_value_t = defaults::DESTINATION_MAX_BATCH)]
     pub destination_max_batch: usize,
+
+    /// Longest server Retry-After honoured, in seconds; a longer one is cut to this.
+    #[arg(long, env = "WORKER_MAX_RETRY_AFTER_SECS", default_value_t = defaults::MAX_RETRY_AFTER_SECS)]
+    pub max_retry_after_secs: u64,
+
+    /// Snoozes in a row (Mailchimp 429s) after which a snooze spends an attempt.
+    #[arg(long, env = "WORKER_MAX_SNOOZES", default_value_t = defaults::MAX_SNOOZES)]
+    pub max_snoozes: u32,
+
+    /// Age of the first of a job's snoozes in a row after which a snooze spends an attempt, in
+    /// seconds.
+    #[arg(long, env = "WORKER_MAX_SNOOZE_AGE_SECS", default_value_t = defaults::MAX_SNOOZE_AGE_SECS)]
+    pub max_snooze_age_secs: u64,
 
     /// PostgreSQL connections of this process (default: derived from concurrency).
     #[arg(long, env = "DATABASE_POOL_SIZE")]
@@ -75,26 +108,120 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             worker_id: None,
-            concurrency: 50,
-            claim_batch: 100,
-            lease_secs: 60,
-            poll_ms: 1000,
-            tick_secs: 5,
+            concurrency: defaults::CONCURRENCY,
+            claim_batch: defaults::CLAIM_BATCH,
+            lease_secs: defaults::LEASE_SECS,
+            poll_ms: defaults::POLL_MS,
+            tick_secs: defaults::TICK_SECS,
+            // Off by default for library callers (tests, demo): they run several workers.
             http_addr: String::new(),
-            shutdown_grace_secs: 30,
-            mailchimp_timeout_secs: 30,
-            mailchimp_max_body_bytes: importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES,
-            destination_timeout_secs: 30,
-            destination_max_batch: 1000,
+            shutdown_grace_secs: defaults::SHUTDOWN_GRACE_SECS,
+            mailchimp_timeout_secs: defaults::MAILCHIMP_TIMEOUT_SECS,
+            mailchimp_max_body_bytes: defaults::MAX_BODY_BYTES,
+            destination_timeout_secs: defaults::DESTINATION_TIMEOUT_SECS,
+            destination_max_batch: defaults::DESTINATION_MAX_BATCH,
+            max_retry_after_secs: defaults::MAX_RETRY_AFTER_SECS,
+            max_snoozes: defaults::MAX_SNOOZES,
+            max_snooze_age_secs: defaults::MAX_SNOOZE_AGE_SECS,
             pool_size: None,
         }
     }
 }
 
+/// A configuration value out of its range; names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value} is invalid: {rule}")]
+pub struct InvalidConfig {
+    /// The environment variable (and flag) at fault.
+    pub variable: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What it must be.
+    pub rule: &'static str,
+}
+
 impl WorkerConfig {
+    /// Refuses values the worker cannot run with, naming the variable; nothing is clamped.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let checks: [(&'static str, u64, u64, &'static str); 10] = [
+            (
+                "WORKER_CONCURRENCY",
+                self.concurrency as u64,
+                1,
+                "must be at least 1",
+            ),
+            (
+                "WORKER_CLAIM_BATCH",
+                self.claim_batch as u64,
+                1,
+                "must be at least 1",
+            ),
+            (
+                "WORKER_LEASE_SECS",
+                self.lease_secs,
+                3,
+                "must be at least 3 (heartbeats every third of it)",
+            ),
+            ("WORKER_POLL_MS", self.poll_ms, 10, "must be at least 10"),
+            (
+                "MAILCHIMP_TIMEOUT_SECS",
+                self.mailchimp_timeout_secs,
+                1,
+                "must be at least 1",
+            ),
+            (
+                "MAILCHIMP_MAX_BODY_BYTES",
+                self.mailchimp_max_body_bytes as u64,
+                1024,
+                "must be at least 1024",
+            ),
+            (
+                "DESTINATION_TIMEOUT_SECS",
+                self.destination_timeout_secs,
+                1,
+                "must be at least 1",
+            ),
+            (
+                "DESTINATION_MAX_BATCH",
+                self.destination_max_batch as u64,
+                1,
+                "must be at least 1",
+            ),
+            (
+                "WORKER_MAX_SNOOZES",
+                u64::from(self.max_snoozes),
+                1,
+                "must be at least 1",
+            ),
+            (
+                "WORKER_MAX_SNOOZE_AGE_SECS",
+                self.max_snooze_age_secs,
+                1,
+                "must be at least 1",
+            ),
+        ];
+        for (variable, value, min, rule) in checks {
+            if value < min {
+                return Err(InvalidConfig {
+                    variable,
+                    value: value.to_string(),
+                    rule,
+                });
+            }
+        }
+        if self.pool_size == Some(0) {
+            return Err(InvalidConfig {
+                variable: "DATABASE_POOL_SIZE",
+                value: "0".to_owned(),
+                rule: "must be at least 1",
+            });
+        }
+        Ok(())
+    }
+
     /// The lease length.
     pub fn lease(&self) -> Duration {
-        Duration::from_secs(self.lease_secs.max(1))
+        Duration::from_secs(self.lease_secs)
     }
 
     /// Heartbeats every third of the lease, so two can be missed before the lease expires.
@@ -104,7 +231,7 @@ impl WorkerConfig {
 
     /// The fallback poll interval.
     pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_ms.max(10))
+        Duration::from_millis(self.poll_ms)
     }
 
     /// The tick interval, if this worker ticks.
@@ -115,6 +242,16 @@ impl WorkerConfig {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Delays and limits of retries and snoozes.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retry_after: Duration::from_secs(self.max_retry_after_secs),
+            max_snoozes: i32::try_from(self.max_snoozes).unwrap_or(i32::MAX),
+            max_snooze_age: Duration::from_secs(self.max_snooze_age_secs),
+            ..RetryPolicy::default()
+        }
     }
 
     /// The health/metrics address, if enabled.
@@ -151,5 +288,75 @@ impl WorkerConfig {
                 rand::random::<u16>()
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(WorkerConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_variable_never_clamped() {
+        let cases = [
+            (
+                WorkerConfig {
+                    lease_secs: 0,
+                    ..WorkerConfig::default()
+                },
+                "WORKER_LEASE_SECS",
+            ),
+            (
+                WorkerConfig {
+                    concurrency: 0,
+                    ..WorkerConfig::default()
+                },
+                "WORKER_CONCURRENCY",
+            ),
+            (
+                WorkerConfig {
+                    poll_ms: 1,
+                    ..WorkerConfig::default()
+                },
+                "WORKER_POLL_MS",
+            ),
+            (
+                WorkerConfig {
+                    max_snoozes: 0,
+                    ..WorkerConfig::default()
+                },
+                "WORKER_MAX_SNOOZES",
+            ),
+            (
+                WorkerConfig {
+                    pool_size: Some(0),
+                    ..WorkerConfig::default()
+                },
+                "DATABASE_POOL_SIZE",
+            ),
+        ];
+        for (config, variable) in cases {
+            let error = config.validate().expect_err(variable);
+            assert_eq!(error.variable, variable);
+            assert!(error.to_string().starts_with(variable), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_retry_policy_takes_the_configured_limits() {
+        let config = WorkerConfig {
+            max_retry_after_secs: 120,
+            max_snoozes: 7,
+            max_snooze_age_secs: 60,
+            ..WorkerConfig::default()
+        };
+        let policy = config.retry_policy();
+        assert_eq!(policy.max_retry_after, Duration::from_secs(120));
+        assert_eq!(policy.max_snoozes, 7);
+        assert_eq!(policy.max_snooze_age, Duration::from_secs(60));
     }
 }

@@ -1,5 +1,9 @@
-//! Lease renewal: one statement extends every lease this worker holds; a job whose lease was
-//! taken over is cancelled locally so it stops spending requests on work that is no longer ours.
+//! Lease renewal: one statement extends every lease this worker holds. A job whose lease was
+//! taken over is cancelled locally so it stops spending requests on work that is no longer ours,
+//! and so is a job whose lease this worker could not renew for [`AT_RISK`] of the lease
+//! (database unreachable, pool starved): it stops before its lease can expire and be claimed
+//! by another worker, so no job ever has two live holders and the account's Mailchimp
+//! concurrency stays within its cap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,18 +11,37 @@ use std::time::Duration;
 
 use importer_core::queue::{self, Fence};
 use sqlx::PgPool;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The jobs this worker is running: fence and the token that stops the job's task.
+/// The fraction of the lease after which a job whose lease was not renewed is stopped: past
+/// two missed heartbeats (one every third of the lease), with a third of the lease left for
+/// the job's task to stop before another worker may claim it.
+pub const AT_RISK: f64 = 2.0 / 3.0;
+
+/// One running job: its fence, the token that stops its task, and when its lease was last
+/// known to be extended (claimed or renewed).
+struct Entry {
+    fence: Fence,
+    token: CancellationToken,
+    renewed_at: Instant,
+}
+
+/// The jobs this worker is running.
 #[derive(Default, Clone)]
 pub struct InFlight {
-    jobs: Arc<Mutex<HashMap<i64, (Fence, CancellationToken)>>>,
+    jobs: Arc<Mutex<HashMap<i64, Entry>>>,
 }
 
 impl InFlight {
-    /// Registers a running job.
+    /// Registers a running job whose lease was just granted.
     pub fn insert(&self, fence: Fence, token: CancellationToken) {
-        self.lock().insert(fence.job_id, (fence, token));
+        let entry = Entry {
+            fence,
+            token,
+            renewed_at: Instant::now(),
+        };
+        self.lock().insert(fence.job_id, entry);
     }
 
     /// Forgets a job that ended.
@@ -28,7 +51,7 @@ impl InFlight {
 
     /// The fences of every running job.
     pub fn fences(&self) -> Vec<Fence> {
-        self.lock().values().map(|(f, _)| *f).collect()
+        self.lock().values().map(|e| e.fence).collect()
     }
 
     /// Jobs running now.
@@ -41,34 +64,60 @@ impl InFlight {
         self.len() == 0
     }
 
-    /// Cancels the given jobs' tasks (lease lost) and forgets them.
-    fn cancel(&self, job_ids: &[i64]) {
+    /// Marks `held` as renewed at `at` and cancels (and forgets) the jobs of `asked` that are
+    /// not in `held`: their lease was lost. Returns the lost job ids.
+    fn renewed(&self, asked: &[Fence], held: &[Fence], at: Instant) -> Vec<i64> {
+        let held: std::collections::HashSet<Fence> = held.iter().copied().collect();
         let mut jobs = self.lock();
-        for id in job_ids {
-            if let Some((_, token)) = jobs.remove(id) {
-                token.cancel();
+        let mut lost = Vec::new();
+        for fence in asked {
+            if held.contains(fence) {
+                if let Some(entry) = jobs.get_mut(&fence.job_id) {
+                    entry.renewed_at = entry.renewed_at.max(at);
+                }
+            } else if let Some(entry) = jobs.remove(&fence.job_id) {
+                entry.token.cancel();
+                lost.push(fence.job_id);
             }
         }
+        lost
+    }
+
+    /// Cancels (and forgets) the jobs whose lease was last extended `limit` or longer ago.
+    fn cancel_overdue(&self, limit: Duration) -> Vec<i64> {
+        let mut jobs = self.lock();
+        let overdue: Vec<i64> = jobs
+            .iter()
+            .filter(|(_, e)| e.renewed_at.elapsed() >= limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &overdue {
+            if let Some(entry) = jobs.remove(id) {
+                entry.token.cancel();
+            }
+        }
+        overdue
     }
 
     /// Cancels every running job's task and returns their fences (hard stop at shutdown).
     pub fn cancel_all(&self) -> Vec<Fence> {
         let mut jobs = self.lock();
         jobs.drain()
-            .map(|(_, (fence, token))| {
-                token.cancel();
-                fence
+            .map(|(_, e)| {
+                e.token.cancel();
+                e.fence
             })
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Fence, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
         // A poisoned map only means a task panicked mid-insert; the data is still consistent.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Extends the leases of `in_flight` every `interval` until `stop` is cancelled.
+/// Extends the leases of `in_flight` every `interval` until `stop` is cancelled, and stops the
+/// jobs whose lease is lost or could not be renewed for [`AT_RISK`] of `lease`.
 pub async fn run(
     pool: PgPool,
     in_flight: InFlight,
@@ -76,32 +125,107 @@ pub async fn run(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    let at_risk = lease.mul_f64(AT_RISK);
+    // Checked more often than renewals, so a stalled renewal cannot delay the stop.
+    let mut ticker = tokio::time::interval((interval / 4).max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut renewal: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_renewal = Instant::now();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                if let Some(task) = renewal.take() {
+                    task.abort();
+                }
+                return;
+            }
             _ = ticker.tick() => {}
         }
+        let overdue = in_flight.cancel_overdue(at_risk);
+        if !overdue.is_empty() {
+            tracing::error!(
+                jobs = ?overdue,
+                lease_secs = lease.as_secs_f64(),
+                "leases could not be renewed for two thirds of the lease (database unreachable or pool exhausted); stopping those jobs before another worker may take them"
+            );
+        }
+        if renewal.as_ref().is_some_and(|t| !t.is_finished()) || last_renewal.elapsed() < interval {
+            continue;
+        }
+        last_renewal = Instant::now();
         let fences = in_flight.fences();
         if fences.is_empty() {
             continue;
         }
-        match queue::heartbeat(&pool, &fences, lease).await {
-            Ok(held) => {
-                let held: std::collections::HashSet<i64> = held.iter().map(|f| f.job_id).collect();
-                let lost: Vec<i64> = fences
-                    .iter()
-                    .map(|f| f.job_id)
-                    .filter(|id| !held.contains(id))
-                    .collect();
-                if !lost.is_empty() {
-                    tracing::warn!(jobs = ?lost, "leases lost (taken over or job cancelled); stopping those jobs");
-                    in_flight.cancel(&lost);
+        // In its own task: a renewal that hangs (the pool starved, a lock) must not stop the
+        // overdue check above; it is abandoned after one interval.
+        let (pool, in_flight, asked_at) = (pool.clone(), in_flight.clone(), Instant::now());
+        renewal = Some(tokio::spawn(async move {
+            match tokio::time::timeout(interval, queue::heartbeat(&pool, &fences, lease)).await {
+                Ok(Ok(held)) => {
+                    let lost = in_flight.renewed(&fences, &held, asked_at);
+                    if !lost.is_empty() {
+                        tracing::warn!(jobs = ?lost, "leases lost (taken over or job cancelled); stopping those jobs");
+                    }
                 }
+                Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed; will retry"),
+                Err(_) => tracing::warn!(
+                    timeout_ms = interval.as_millis() as u64,
+                    "heartbeat did not answer in time; will retry"
+                ),
             }
-            Err(error) => tracing::warn!(%error, "heartbeat failed; will retry"),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(job_id: i64) -> Fence {
+        Fence {
+            job_id,
+            token: job_id * 10,
         }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_job_whose_lease_is_not_renewed_is_stopped_before_the_lease_ends() {
+        let lease = Duration::from_secs(30);
+        let at_risk = lease.mul_f64(AT_RISK);
+        let in_flight = InFlight::default();
+        let (stale, renewed) = (CancellationToken::new(), CancellationToken::new());
+        in_flight.insert(fence(1), stale.clone());
+        in_flight.insert(fence(2), renewed.clone());
+
+        tokio::time::advance(Duration::from_secs(15)).await;
+        let lost = in_flight.renewed(&[fence(2)], &[fence(2)], Instant::now());
+        assert!(lost.is_empty());
+        assert!(
+            in_flight.cancel_overdue(at_risk).is_empty(),
+            "nothing overdue at 15 s"
+        );
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            in_flight.cancel_overdue(at_risk),
+            vec![1],
+            "job 1 unrenewed for 21 s"
+        );
+        assert!(stale.is_cancelled());
+        assert!(!renewed.is_cancelled(), "job 2 was renewed at 15 s");
+        assert_eq!(in_flight.fences(), vec![fence(2)]);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_lease_that_did_not_renew_is_lost_and_its_job_stopped() {
+        let in_flight = InFlight::default();
+        let (kept, lost) = (CancellationToken::new(), CancellationToken::new());
+        in_flight.insert(fence(1), kept.clone());
+        in_flight.insert(fence(2), lost.clone());
+        let gone = in_flight.renewed(&[fence(1), fence(2)], &[fence(1)], Instant::now());
+        assert_eq!(gone, vec![2]);
+        assert!(lost.is_cancelled() && !kept.is_cancelled());
+        assert_eq!(in_flight.len(), 1);
     }
 }

@@ -9,19 +9,21 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::telemetry::metrics_handle;
 
 /// Binds `addr` and serves health and metrics until `shutdown` is cancelled.
 /// Returns the bound address (useful with port 0) and the server task.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     pool: PgPool,
+    health: Health,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(pool);
+        .with_state((pool, health));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the health/metrics port {addr}: {e}"))?;
@@ -37,10 +39,21 @@ pub async fn serve(
     Ok((bound, task))
 }
 
-async fn healthz(State(pool): State<PgPool>) -> (StatusCode, &'static str) {
+/// 200 when the database answers and the worker has no fault of its own; 503 otherwise, with
+/// the reason (a fault's reason names configuration, never a secret's value).
+async fn healthz(State((pool, health)): State<(PgPool, Health)>) -> (StatusCode, String) {
+    if let Some(fault) = health.faulted() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {fault}\n"),
+        );
+    }
     match sqlx::query("SELECT 1").execute(&pool).await {
-        Ok(_) => (StatusCode::OK, "ok\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+        Ok(_) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable\n".to_owned(),
+        ),
     }
 }
 

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "importer-worker", version, about)]
 struct Cli {
-    /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL connection string (its value, which may hold a password, is never printed).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
 
     /// Log format.
@@ -28,6 +28,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    cli.worker.validate()?;
     // Flushes buffered log lines when main returns.
     let _log_guard = telemetry::init_tracing(cli.log_format);
     let secrets = SecretBox::from_env().context("Failed to load the secret encryption key")?;

@@ -6,21 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use importer_core::backoff::Backoff;
 use importer_core::destination::{DestinationClient, DestinationConfig};
 use importer_core::mailchimp::{MailchimpClient, MailchimpConfig};
-use importer_core::queue::{self, ClaimedJob};
+use importer_core::queue;
 use importer_core::secrets::SecretBox;
 use importer_core::tick;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
+use crate::dispatch::Dispatcher;
+use crate::health::Health;
 use crate::heartbeat::{self, InFlight};
-use crate::jobs::{self, JobContext};
+use crate::jobs::JobContext;
 use crate::listener::JobListener;
 
 /// What a worker did before it stopped.
@@ -60,6 +59,7 @@ async fn run_inner(
     shutdown: CancellationToken,
     worker_id: String,
 ) -> anyhow::Result<WorkerReport> {
+    config.validate()?;
     let mailchimp = MailchimpClient::new(MailchimpConfig {
         timeout: Duration::from_secs(config.mailchimp_timeout_secs),
         max_body_bytes: config.mailchimp_max_body_bytes,
@@ -70,25 +70,24 @@ async fn run_inner(
         max_batch: config.destination_max_batch,
         ..DestinationConfig::default()
     })?;
-    let capacity = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let (handoff_tx, mut handoff_rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(JobContext {
+    let in_flight = InFlight::default();
+    let health = Health::default();
+    let ctx = Arc::new_cyclic(|me| JobContext {
         pool: pool.clone(),
         mailchimp,
         destination,
         secrets,
-        slot_freed: Arc::new(Notify::new()),
-        snooze_backoff: Backoff::snooze(),
+        retry_policy: config.retry_policy(),
         worker_id: worker_id.clone(),
         lease: config.lease(),
-        capacity,
-        handoff: handoff_tx,
+        dispatcher: Dispatcher::new(config.concurrency, in_flight.clone()),
+        me: me.clone(),
+        health: health.clone(),
         stopping: shutdown.clone(),
     });
 
     // Background services stop on `services`, which is cancelled only after the jobs are done.
     let services = CancellationToken::new();
-    let in_flight = InFlight::default();
     let heartbeat_task = tokio::spawn(
         heartbeat::run(
             pool.clone(),
@@ -101,7 +100,8 @@ async fn run_inner(
     );
     let http_task = match config.http_addr()? {
         Some(addr) => {
-            let (bound, task) = crate::http::serve(addr, pool.clone(), services.clone()).await?;
+            let (bound, task) =
+                crate::http::serve(addr, pool.clone(), health.clone(), services.clone()).await?;
             tracing::info!(%bound, "health and metrics listening");
             Some(task)
         }
@@ -116,20 +116,10 @@ async fn run_inner(
         lease_secs = config.lease_secs,
         "worker started"
     );
-    let tracker = TaskTracker::new();
-    let claimed = claim_loop(
-        &config,
-        &ctx,
-        &worker_id,
-        &in_flight,
-        &tracker,
-        &mut handoff_rx,
-        &shutdown,
-    )
-    .await;
+    claim_loop(&config, &ctx, &worker_id, &shutdown).await;
 
-    // Graceful shutdown: no more claims; in-flight jobs get the grace period.
-    tracker.close();
+    // Graceful shutdown: no more claims; in-flight jobs (handed-over ones included, since every
+    // job starts through the dispatcher) get the grace period.
     let grace = config.shutdown_grace();
     tracing::info!(
         in_flight = in_flight.len(),
@@ -137,9 +127,9 @@ async fn run_inner(
         "shutting down: waiting for in-flight jobs"
     );
     let mut released = 0;
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    if !ctx.dispatcher.drain(grace).await {
         let fences = in_flight.cancel_all();
-        tracker.wait().await;
+        ctx.dispatcher.wait().await;
         match queue::release(&pool, &fences).await {
             Ok(n) => released = n,
             Err(error) => {
@@ -159,34 +149,34 @@ async fn run_inner(
     if let Some(task) = tick_task {
         let _ = task.await;
     }
+    let claimed = ctx.dispatcher.started();
     tracing::info!(claimed, released, "worker stopped");
     Ok(WorkerReport { claimed, released })
 }
 
-/// Claims jobs whenever there is capacity and something may be waiting; returns jobs claimed.
+/// Claims jobs whenever there is capacity and something may be waiting, until shutdown (or a
+/// fault of this worker, after which it only waits for shutdown).
 async fn claim_loop(
     config: &WorkerConfig,
     ctx: &Arc<JobContext>,
     worker_id: &str,
-    in_flight: &InFlight,
-    tracker: &TaskTracker,
-    handoffs: &mut mpsc::UnboundedReceiver<(ClaimedJob, OwnedSemaphorePermit)>,
     shutdown: &CancellationToken,
-) -> u64 {
-    let capacity = &ctx.capacity;
+) {
+    let dispatcher = &ctx.dispatcher;
     let mut listener = JobListener::connect(&ctx.pool).await;
-    let mut claimed_total = 0u64;
     let mut error_backoff = Duration::from_millis(100);
     loop {
         if shutdown.is_cancelled() {
-            return claimed_total;
+            return;
+        }
+        if ctx.health.faulted().is_some() {
+            // Stop claiming: the jobs this worker would take would fail here for its own fault.
+            shutdown.cancelled().await;
+            return;
         }
         // Take the permits before claiming: handoffs take permits concurrently, and a claimed
         // job without a permit would sit leased and unrun until its lease expired.
-        let mut permits: Vec<OwnedSemaphorePermit> =
-            std::iter::from_fn(|| capacity.clone().try_acquire_owned().ok())
-                .take(config.claim_batch.max(1))
-                .collect();
+        let mut permits = dispatcher.permits(config.claim_batch);
         let free = permits.len();
         let mut filled = false;
         if free > 0 {
@@ -194,16 +184,15 @@ async fn claim_loop(
                 Ok(jobs) => {
                     error_backoff = Duration::from_millis(100);
                     filled = jobs.len() == free;
-                    claimed_total += jobs.len() as u64;
                     for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                        spawn_job(ctx, job, permit, in_flight, tracker);
+                        dispatcher.start(ctx.clone(), job, permit);
                     }
                 }
                 Err(error) => {
                     drop(permits);
                     tracing::warn!(%error, "claim failed; backing off");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return claimed_total,
+                        _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(error_backoff) => {}
                     }
                     error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
@@ -212,61 +201,17 @@ async fn claim_loop(
             }
         }
         drop(permits);
-        if filled && capacity.available_permits() > 0 {
+        if filled && dispatcher.has_room() {
             // We got all we asked for: more may be waiting.
             continue;
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return claimed_total,
-            Some((job, permit)) = handoffs.recv() => {
-                // A slot handed over by a finishing job: run its new job at once.
-                claimed_total += 1;
-                spawn_job(ctx, job, permit, in_flight, tracker);
-            }
+            _ = shutdown.cancelled() => return,
             _ = listener.notified() => {}
-            _ = ctx.slot_freed.notified() => {}
+            _ = dispatcher.slot_freed.notified() => {}
             _ = tokio::time::sleep(config.poll_interval()) => {}
         }
     }
-}
-
-fn spawn_job(
-    ctx: &Arc<JobContext>,
-    job: ClaimedJob,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    in_flight: &InFlight,
-    tracker: &TaskTracker,
-) {
-    let token = CancellationToken::new();
-    in_flight.insert(job.fence(), token.clone());
-    let span = tracing::info_span!(
-        "job",
-        job.id = job.id,
-        job.kind = job.kind.as_str(),
-        job.attempt = job.attempt,
-        run.id = job.run_id,
-        account.id = job.account_id,
-    );
-    let ctx = ctx.clone();
-    let in_flight = in_flight.clone();
-    metrics::gauge!("importer_jobs_in_flight").increment(1.0);
-    metrics::counter!("importer_jobs_claimed_total", "kind" => job.kind.as_str()).increment(1);
-    tracker.spawn(
-        async move {
-            tokio::select! {
-                _ = jobs::run(&ctx, &job) => {}
-                _ = token.cancelled() => {
-                    tracing::warn!("job stopped: lease lost or shutdown grace period over");
-                }
-            }
-            in_flight.remove(job.id);
-            metrics::gauge!("importer_jobs_in_flight").decrement(1.0);
-            // The capacity permit frees here; wake the claim loop to use it.
-            drop(permit);
-            ctx.slot_freed.notify_one();
-        }
-        .instrument(span),
-    );
 }
 
 /// Calls `importer.tick(now)` every `interval` until `shutdown`.

@@ -3,7 +3,6 @@
 //! `account/mailchimp_list_id`).
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -16,9 +15,6 @@ use sqlx::PgPool;
 use crate::cli::{LagArg, ListAddArgs, ListsCommand};
 use crate::commands::accounts::resolve as resolve_account;
 use crate::output::{self, Format};
-
-/// The shortest schedule the schema allows.
-const MIN_SCHEDULE: Duration = Duration::from_secs(60);
 
 /// A list as commands print it.
 #[derive(Debug, Clone, Serialize)]
@@ -93,23 +89,12 @@ pub fn table(views: &[ListView]) -> Table {
 /// failures.
 pub async fn create(pool: &PgPool, new: &NewList) -> anyhow::Result<List> {
     check_mailchimp_id(&new.mailchimp_list_id)?;
-    check_schedule(new.schedule)?;
     Ok(lists::add(pool, new).await?)
 }
 
 fn check_mailchimp_id(id: &str) -> anyhow::Result<()> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         bail!("Mailchimp list id {id:?} is not valid: it must be 1 to 64 letters and digits (e.g. a1b2c3d4e5)");
-    }
-    Ok(())
-}
-
-fn check_schedule(schedule: Duration) -> anyhow::Result<()> {
-    if schedule < MIN_SCHEDULE {
-        bail!(
-            "schedule {} is too short: lists are synced at most every minute",
-            output::interval(schedule)
-        );
     }
     Ok(())
 }
@@ -166,7 +151,6 @@ pub async fn run<W: Write>(
             )
         }
         ListsCommand::SetSchedule { list, interval } => {
-            check_schedule(interval)?;
             let (l, a) = resolve(pool, &list).await?;
             let l = lists::set_schedule(pool, l.id, interval).await?;
             let what = format!("now synced every {}", output::interval(interval));

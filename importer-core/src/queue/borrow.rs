@@ -23,12 +23,12 @@ pub async fn borrow_slots(
     let account: Option<i64> = sqlx::query_scalar(
         "SELECT a.id FROM importer.accounts a
           WHERE a.id = (SELECT j.account_id FROM importer.jobs j
-                         WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until > now()
+                         WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until > now()
                            AND j.holds_slot)
             FOR NO KEY UPDATE",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(account) = account else {
@@ -44,11 +44,11 @@ pub async fn borrow_slots(
                           WHERE s.account_id = a.id AND s.holds_slot
                             AND s.locked_until > now() - $5 * interval '1 microsecond')::int AS live
                    FROM importer.accounts a WHERE a.id = $4) x
-          WHERE j.id = $1 AND j.attempts = $2 AND j.holds_slot AND j.locked_until > now()
+          WHERE j.id = $1 AND j.lease_token = $2 AND j.holds_slot AND j.locked_until > now()
          RETURNING j.extra_slots",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .bind(i32::try_from(want.min(1000)).unwrap_or(1000))
     .bind(account)
     .bind(micros(SLOT_GRACE))
@@ -63,10 +63,10 @@ pub async fn borrow_slots(
 pub async fn return_slots(pool: &PgPool, fence: Fence) -> Result<bool, QueueError> {
     let done = sqlx::query(
         "UPDATE importer.jobs SET extra_slots = 0
-          WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL",
+          WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -191,16 +191,19 @@ pub async fn claim(
          claimed AS (
              UPDATE importer.jobs j
                 SET attempts = j.attempts + 1,
+                    lease_token = nextval('importer.lease_tokens'),
                     locked_by = $3,
                     locked_until = now() + $4 * interval '1 microsecond',
                     holds_slot = true,
                     last_error = CASE WHEN j.locked_until IS NULL THEN j.last_error
                                       ELSE 'lease expired before the job finished' END,
                     errors = CASE WHEN j.locked_until IS NULL THEN j.errors
-                                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                                  ELSE importer.push_error(j.errors, jsonb_build_object(
                                            'attempt', j.attempts, 'at', now(),
                                            'error', format('lease expired before the job finished (held by %s)', j.locked_by),
-                                           'kind', 'lease_expired')) END
+                                           'kind', 'lease_expired')) END,
+                    errors_total = j.errors_total
+                                   + CASE WHEN j.locked_until IS NULL THEN 0 ELSE 1 END
                FROM (SELECT l.id FROM importer.jobs l
                       WHERE l.id = ANY(ARRAY(SELECT id FROM picked))
                         -- re-checked on the newest row version if it changed meanwhile
@@ -209,7 +212,7 @@ pub async fn claim(
                         FOR UPDATE SKIP LOCKED) lk
               WHERE j.id = lk.id
              RETURNING j.id, j.kind, j.args, j.account_id, j.run_id, j.attempts AS attempt,
-                       j.max_attempts, j.locked_until
+                       j.lease_token, j.snoozes, j.max_attempts, j.locked_until
          ),
          served AS (
              UPDATE importer.accounts a SET last_claimed_at = now() WHERE a.id = ANY($1)
@@ -257,14 +260,14 @@ pub async fn reap_expired<'e, E: PgExecutor<'e>>(executor: E) -> Result<u64, Que
          buried AS (
              INSERT INTO importer.dead_jobs
                     (id, kind, args, account_id, run_id, attempts, max_attempts, last_error,
-                     errors, reason, created_at)
+                     errors, errors_total, reason, created_at)
              SELECT g.id, g.kind, g.args, g.account_id, g.run_id, g.attempts, g.max_attempts,
                     'lease expired on the last attempt',
-                    g.errors || jsonb_build_array(jsonb_build_object(
+                    importer.push_error(g.errors, jsonb_build_object(
                         'attempt', g.attempts, 'at', now(),
                         'error', format('lease expired on the last attempt (held by %s)', g.locked_by),
                         'kind', 'lease_expired')),
-                    'lease_expired', g.created_at
+                    g.errors_total + 1, 'lease_expired', g.created_at
                FROM gone g
          ),
          counted AS (
@@ -295,12 +298,12 @@ pub async fn heartbeat(
     if fences.is_empty() {
         return Ok(Vec::new());
     }
-    let (ids, attempts) = fence_arrays(fences);
-    let rows: Vec<(i64, i32)> = sqlx::query_as(
+    let (ids, tokens) = fence_arrays(fences);
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
         "WITH held AS MATERIALIZED (
              SELECT j.id
-               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
-               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+               FROM unnest($1::bigint[], $2::bigint[]) AS f(id, token)
+               JOIN importer.jobs j ON j.id = f.id AND j.lease_token = f.token
               WHERE j.locked_until > now()
               ORDER BY j.id
                 FOR NO KEY UPDATE OF j
@@ -308,16 +311,16 @@ pub async fn heartbeat(
          UPDATE importer.jobs j
             SET locked_until = now() + $3 * interval '1 microsecond'
           WHERE j.id = ANY(ARRAY(SELECT id FROM held))
-         RETURNING j.id, j.attempts",
+         RETURNING j.id, j.lease_token",
     )
     .bind(&ids)
-    .bind(&attempts)
+    .bind(&tokens)
     .bind(micros(lease))
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(job_id, attempt)| Fence { job_id, attempt })
+        .map(|(job_id, token)| Fence { job_id, token })
         .collect())
 }
 
@@ -326,10 +329,10 @@ pub async fn heartbeat(
 pub async fn release_slot(pool: &PgPool, fence: Fence) -> Result<bool, QueueError> {
     let done = sqlx::query(
         "UPDATE importer.jobs SET holds_slot = false, extra_slots = 0
-          WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL",
+          WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -342,12 +345,12 @@ pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError>
     if fences.is_empty() {
         return Ok(0);
     }
-    let (ids, attempts) = fence_arrays(fences);
+    let (ids, tokens) = fence_arrays(fences);
     let released: i64 = sqlx::query_scalar(
         "WITH held AS MATERIALIZED (
              SELECT j.id
-               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
-               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+               FROM unnest($1::bigint[], $2::bigint[]) AS f(id, token)
+               JOIN importer.jobs j ON j.id = f.id AND j.lease_token = f.token
               WHERE j.locked_by IS NOT NULL
               ORDER BY j.id
                 FOR NO KEY UPDATE OF j
@@ -355,6 +358,7 @@ pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError>
          released AS (
              UPDATE importer.jobs j
                 SET attempts = j.attempts - 1,
+                    lease_token = NULL,
                     locked_by = NULL,
                     locked_until = NULL,
                     holds_slot = false,
@@ -369,7 +373,7 @@ pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError>
          SELECT count(*) FROM released WHERE (SELECT count(*) FROM notified) >= 0",
     )
     .bind(&ids)
-    .bind(&attempts)
+    .bind(&tokens)
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(released).unwrap_or_default())

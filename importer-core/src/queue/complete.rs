@@ -104,16 +104,16 @@ pub async fn complete(
         "WITH run_lock AS MATERIALIZED (
              SELECT r.id FROM importer.runs r
               WHERE r.id = (SELECT j.run_id FROM importer.jobs j
-                             WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until IS NOT NULL)
+                             WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until IS NOT NULL)
                 FOR NO KEY UPDATE
          )
          DELETE FROM importer.jobs j
-          WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until IS NOT NULL
+          WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until IS NOT NULL
             AND (SELECT count(*) FROM run_lock) >= 0
          RETURNING j.kind, j.run_id",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((kind, run_id)) = gone else {
@@ -242,14 +242,14 @@ pub async fn complete_many(
         return Ok(Vec::new());
     }
     let fences: Vec<Fence> = items.iter().map(|(f, _)| *f).collect();
-    let (ids, attempts) = fence_arrays(&fences);
+    let (ids, tokens) = fence_arrays(&fences);
     let imported: Vec<i64> = items.iter().map(|(_, n)| *n).collect();
-    let rows: Vec<(i64, i32)> = sqlx::query_as(
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
         "WITH held AS MATERIALIZED (
              -- driven by the fences: one primary-key probe each
              SELECT j.id, j.run_id
-               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
-               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+               FROM unnest($1::bigint[], $2::bigint[]) AS f(id, token)
+               JOIN importer.jobs j ON j.id = f.id AND j.lease_token = f.token
               WHERE j.locked_by IS NOT NULL
          ),
          run_locks AS MATERIALIZED (
@@ -261,8 +261,8 @@ pub async fn complete_many(
          ),
          job_locks AS MATERIALIZED (
              SELECT j.id
-               FROM unnest($1::bigint[], $2::int[]) AS f(id, attempt)
-               JOIN importer.jobs j ON j.id = f.id AND j.attempts = f.attempt
+               FROM unnest($1::bigint[], $2::bigint[]) AS f(id, token)
+               JOIN importer.jobs j ON j.id = f.id AND j.lease_token = f.token
               WHERE j.locked_by IS NOT NULL
                 AND (SELECT count(*) FROM run_locks) >= 0
               ORDER BY j.id
@@ -271,7 +271,7 @@ pub async fn complete_many(
          gone AS (
              DELETE FROM importer.jobs j
               WHERE j.id = ANY(ARRAY(SELECT id FROM job_locks))
-             RETURNING j.id, j.attempts, j.run_id
+             RETURNING j.id, j.lease_token, j.run_id
          ),
          counted AS (
              UPDATE importer.runs r
@@ -287,15 +287,15 @@ pub async fn complete_many(
                       GROUP BY g.run_id) c
               WHERE r.id = c.run_id
          )
-         SELECT id, attempts FROM gone",
+         SELECT id, lease_token FROM gone",
     )
     .bind(&ids)
-    .bind(&attempts)
+    .bind(&tokens)
     .bind(&imported)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(job_id, attempt)| Fence { job_id, attempt })
+        .map(|(job_id, token)| Fence { job_id, token })
         .collect())
 }

@@ -39,8 +39,10 @@ pub struct DeadJob {
     pub max_attempts: i32,
     /// The error that killed it.
     pub last_error: Option<String>,
-    /// Every error it saw: `[{attempt, at, error, kind}]`.
+    /// The newest errors it saw (at most 20): `[{attempt, at, error, kind}]`.
     pub errors: serde_json::Value,
+    /// Entries ever added to the history (`errors` keeps the newest 20).
+    pub errors_total: i32,
     /// Why it died.
     pub reason: DeadReason,
     /// When it was first enqueued.
@@ -63,7 +65,7 @@ pub struct DeadFilter {
 }
 
 const DEAD_COLUMNS: &str = "id, kind, args, account_id, run_id, attempts, max_attempts, \
-                            last_error, errors, reason, created_at, died_at";
+                            last_error, errors, errors_total, reason, created_at, died_at";
 
 /// Lists dead jobs matching `filter`, most recently died first. Errors are database failures.
 pub async fn list_dead(pool: &PgPool, filter: &DeadFilter) -> Result<Vec<DeadJob>, QueueError> {
@@ -190,15 +192,16 @@ async fn requeue(pool: &PgPool, selector: Selector<'_>) -> Result<u64, QueueErro
     let moved = sqlx::query_scalar::<_, i64>(
         "WITH moved AS (
              DELETE FROM importer.dead_jobs WHERE id = ANY($1)
-             RETURNING id, kind, args, account_id, run_id, max_attempts, last_error, errors, created_at
+             RETURNING id, kind, args, account_id, run_id, max_attempts, last_error, errors, errors_total,
+                       created_at
          ),
          back AS (
              INSERT INTO importer.jobs
                     (id, kind, args, account_id, run_id, attempts, max_attempts, run_after,
-                     last_error, errors, created_at)
+                     last_error, errors, errors_total, created_at)
              OVERRIDING SYSTEM VALUE
              SELECT id, kind, args, account_id, run_id, 0, max_attempts, now(),
-                    last_error, errors, created_at
+                    last_error, errors, errors_total, created_at
                FROM moved
              RETURNING id, run_id
          ),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{micros, Fence, QueueError};
+use super::{micros, ClaimedJob, Fence, QueueError};
 use crate::backoff::Backoff;
 
 pub use crate::backoff::MAX_RETRY_AFTER;
@@ -25,44 +25,117 @@ pub enum RetryOutcome {
     Fenced,
 }
 
-/// Puts the fenced job back with [`Backoff::default`] (see [`retry_with`]).
+/// What [`snooze`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnoozeOutcome {
+    /// Back in the queue without spending an attempt, claimable from `run_after`.
+    Snoozed {
+        /// When the job becomes claimable again.
+        run_after: DateTime<Utc>,
+    },
+    /// The job had snoozed as often or as long as [`RetryPolicy`] allows: it was retried
+    /// instead, spending an attempt (or dead-lettered on its last one).
+    Retried(RetryOutcome),
+    /// The fence no longer holds: nothing changed.
+    Fenced,
+}
+
+/// How a holder's job waits after a failure: the one home of retry and snooze delays and limits.
+///
+/// A snooze (Mailchimp's 429: our own concurrency, not the job's fault) spends no attempt, so
+/// without limits a key that the client's other tools keep saturated would make a job poll
+/// forever. After [`max_snoozes`](Self::max_snoozes) snoozes in a row, or once the first of them
+/// is [`max_snooze_age`](Self::max_snooze_age) old, the next snooze is a retry: it spends an
+/// attempt, so the job ends in `dead_jobs` with its reason if the key never frees up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay of a retry without a server's Retry-After, by attempt.
+    pub retry: Backoff,
+    /// Delay of a snooze without a Retry-After, by the job's snooze count.
+    pub snooze: Backoff,
+    /// The longest server Retry-After honoured; a longer one is cut to this.
+    pub max_retry_after: Duration,
+    /// Snoozes in a row after which a snooze becomes a retry.
+    pub max_snoozes: i32,
+    /// Age of the first snooze in a row after which a snooze becomes a retry.
+    pub max_snooze_age: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Retries 5 s → 10 min, snoozes 1 s → 30 s, Retry-After capped at 1 h, a snooze becomes a
+    /// retry after 100 in a row or 30 min.
+    fn default() -> Self {
+        RetryPolicy {
+            retry: Backoff::default(),
+            snooze: Backoff::snooze(),
+            max_retry_after: MAX_RETRY_AFTER,
+            max_snoozes: 100,
+            max_snooze_age: Duration::from_secs(1800),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before claim number `attempt + 1` after a retryable failure.
+    pub fn retry_delay(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(server) => server.min(self.max_retry_after),
+            None => self.retry.delay(attempt),
+        }
+    }
+
+    /// The delay of the job's next snooze, `snoozes` being the snoozes it already made in a row.
+    pub fn snooze_delay(&self, snoozes: i32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(server) => server.min(self.max_retry_after),
+            None => self.snooze.delay(snoozes.saturating_add(1)),
+        }
+    }
+}
+
+/// Puts the held job back with [`RetryPolicy::default`] (see [`retry_with`]).
 pub async fn retry(
     pool: &PgPool,
-    fence: Fence,
+    job: &ClaimedJob,
     error: &str,
     retry_after: Option<Duration>,
 ) -> Result<RetryOutcome, QueueError> {
-    retry_with(pool, fence, &Backoff::default(), error, retry_after).await
+    retry_with(pool, job, &RetryPolicy::default(), error, retry_after).await
 }
 
-/// Records `error` and puts the fenced job back in the queue after `retry_after` (the server's
-/// Retry-After, capped at [`MAX_RETRY_AFTER`]) or else `backoff`'s delay for this attempt; the
-/// attempt stays spent. On the job's last attempt it is dead-lettered instead (reason
+/// Records `error` and puts the held job back in the queue after `policy`'s retry delay (the
+/// server's Retry-After, capped, or the backoff for this attempt); the attempt stays spent and
+/// the snooze series restarts. On the job's last attempt it is dead-lettered instead (reason
 /// `exhausted`) and counted dead on its run. Errors are database failures.
 pub async fn retry_with(
     pool: &PgPool,
-    fence: Fence,
-    backoff: &Backoff,
+    job: &ClaimedJob,
+    policy: &RetryPolicy,
     error: &str,
     retry_after: Option<Duration>,
 ) -> Result<RetryOutcome, QueueError> {
-    let delay = backoff.retry_delay(fence.attempt, retry_after);
+    let fence = job.fence();
+    let delay = policy.retry_delay(job.attempt, retry_after);
     let retried: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE importer.jobs
-            SET locked_by = NULL,
+            SET lease_token = NULL,
+                locked_by = NULL,
                 locked_until = NULL,
                 holds_slot = false,
                 extra_slots = 0,
+                snoozes = 0,
+                first_snoozed_at = NULL,
                 run_after = now() + $3 * interval '1 microsecond',
                 last_error = $4,
-                errors = errors || jsonb_build_array(jsonb_build_object(
-                             'attempt', attempts, 'at', now(), 'error', $4::text, 'kind', 'retry'))
-          WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL
+                errors = importer.push_error(errors, jsonb_build_object(
+                             'attempt', attempts, 'at', now(), 'error', $4::text, 'kind', 'retry')),
+                errors_total = errors_total + 1
+          WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL
             AND attempts < max_attempts
          RETURNING run_after",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .bind(micros(delay))
     .bind(error)
     .fetch_optional(pool)
@@ -77,35 +150,60 @@ pub async fn retry_with(
     }
 }
 
-/// Reschedules the fenced job `delay` from now without spending its attempt (e.g. Mailchimp
-/// said 429 because of our own concurrency), recording `reason` in its history. The attempt
-/// number is handed back, so the caller must drop its fence. `Ok(false)`: the fence no longer
-/// holds. Errors are database failures.
+/// Reschedules the held job without spending its attempt (Mailchimp said 429 because of our own
+/// concurrency), after `policy`'s snooze delay for its snooze count (or the server's
+/// Retry-After, capped), recording `reason` in its bounded history. Past `policy`'s snooze
+/// limits it retries instead ([`SnoozeOutcome::Retried`]). Either way the lease is gone.
+/// Errors are database failures.
 pub async fn snooze(
     pool: &PgPool,
-    fence: Fence,
-    delay: Duration,
+    job: &ClaimedJob,
+    policy: &RetryPolicy,
     reason: &str,
-) -> Result<bool, QueueError> {
-    let done = sqlx::query(
+    retry_after: Option<Duration>,
+) -> Result<SnoozeOutcome, QueueError> {
+    let fence = job.fence();
+    let delay = policy.snooze_delay(job.snoozes, retry_after);
+    let snoozed: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE importer.jobs
             SET attempts = attempts - 1,
+                lease_token = NULL,
                 locked_by = NULL,
                 locked_until = NULL,
                 holds_slot = false,
                 extra_slots = 0,
+                snoozes = snoozes + 1,
+                first_snoozed_at = coalesce(first_snoozed_at, now()),
                 run_after = now() + $3 * interval '1 microsecond',
-                errors = errors || jsonb_build_array(jsonb_build_object(
-                             'attempt', attempts, 'at', now(), 'error', $4::text, 'kind', 'snooze'))
-          WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL",
+                last_error = $4,
+                errors = importer.push_error(errors, jsonb_build_object(
+                             'attempt', attempts, 'at', now(), 'error', $4::text, 'kind', 'snooze')),
+                errors_total = errors_total + 1
+          WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL
+            AND snoozes < $5
+            AND (first_snoozed_at IS NULL
+                 OR first_snoozed_at > now() - $6 * interval '1 microsecond')
+         RETURNING run_after",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .bind(micros(delay))
     .bind(reason)
-    .execute(pool)
+    .bind(policy.max_snoozes)
+    .bind(micros(policy.max_snooze_age))
+    .fetch_optional(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if let Some(run_after) = snoozed {
+        return Ok(SnoozeOutcome::Snoozed { run_after });
+    }
+    let error = format!(
+        "{reason} (still rate limited after {} snoozes in a row: spending an attempt)",
+        job.snoozes
+    );
+    match retry_with(pool, job, policy, &error, retry_after).await? {
+        RetryOutcome::Fenced => Ok(SnoozeOutcome::Fenced),
+        other => Ok(SnoozeOutcome::Retried(other)),
+    }
 }
 
 /// Moves the fenced job to `importer.dead_jobs` (reason `permanent`: retrying cannot help, e.g.
@@ -140,12 +238,12 @@ async fn bury(
         "WITH run_lock AS MATERIALIZED (
              SELECT r.id FROM importer.runs r
               WHERE r.id = (SELECT j.run_id FROM importer.jobs j
-                             WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until IS NOT NULL)
+                             WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until IS NOT NULL)
                 FOR NO KEY UPDATE
          ),
          gone AS (
              DELETE FROM importer.jobs j
-              WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until IS NOT NULL
+              WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until IS NOT NULL
                 AND ($5 OR j.attempts >= j.max_attempts)
                 AND (SELECT count(*) FROM run_lock) >= 0
              RETURNING j.*
@@ -153,11 +251,11 @@ async fn bury(
          buried AS (
              INSERT INTO importer.dead_jobs
                     (id, kind, args, account_id, run_id, attempts, max_attempts, last_error,
-                     errors, reason, created_at)
+                     errors, errors_total, reason, created_at)
              SELECT g.id, g.kind, g.args, g.account_id, g.run_id, g.attempts, g.max_attempts, $3,
-                    g.errors || jsonb_build_array(jsonb_build_object(
+                    importer.push_error(g.errors, jsonb_build_object(
                         'attempt', g.attempts, 'at', now(), 'error', $3::text, 'kind', $4::text)),
-                    $4, g.created_at
+                    g.errors_total + 1, $4, g.created_at
                FROM gone g
          ),
          counted AS (
@@ -170,11 +268,44 @@ async fn bury(
          SELECT count(*) FROM gone",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .bind(error)
     .bind(reason)
     .bind(any_attempt)
     .fetch_one(pool)
     .await?;
     Ok(buried == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backoff::Jitter;
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let p = RetryPolicy {
+            max_retry_after: Duration::from_secs(300),
+            ..RetryPolicy::default()
+        };
+        let s = Duration::from_secs;
+        assert_eq!(p.retry_delay(3, Some(s(42))), s(42));
+        assert_eq!(p.retry_delay(1, Some(s(365 * 86_400))), s(300));
+        assert_eq!(p.snooze_delay(0, Some(s(365 * 86_400))), s(300));
+        let d = p.retry_delay(1, None);
+        assert!(d >= Duration::from_millis(2500) && d <= s(5));
+    }
+
+    #[test]
+    fn snoozes_back_off_from_one_to_thirty_seconds() {
+        let p = RetryPolicy {
+            snooze: Backoff {
+                jitter: Jitter::None,
+                ..Backoff::snooze()
+            },
+            ..RetryPolicy::default()
+        };
+        let delays: Vec<u64> = (0..8).map(|n| p.snooze_delay(n, None).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+    }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use super::claim::SLOT_GRACE;
 use super::{micros, ClaimedJob, Fence, QueueError};
 
 /// What a [`handoff_slot`] did.
@@ -19,14 +20,16 @@ use super::{micros, ClaimedJob, Fence, QueueError};
 pub enum Handoff {
     /// The fence no longer holds a slot (lease taken over, or the slot already given back).
     Fenced,
-    /// The slot was released; no job of the account was waiting (or the account is paused).
+    /// The slot was released; no job of the account was waiting, the account is paused, or it is
+    /// at (or over) its cap without this slot.
     Released,
     /// The slot now belongs to this job, leased to the caller.
     Next(ClaimedJob),
 }
 
 /// Clears `fence`'s slot and, in the same statement, leases the next waiting job of the same
-/// account to `worker_id` with that slot. Errors are database failures, and then nothing changes.
+/// account to `worker_id` with that slot, unless the account is paused or its other live slots
+/// already reach its `max_concurrency` (lowered meanwhile): then the slot is only released. Errors are database failures, and then nothing changes.
 pub async fn handoff_slot(
     pool: &PgPool,
     fence: Fence,
@@ -34,16 +37,31 @@ pub async fn handoff_slot(
     lease: Duration,
 ) -> Result<Handoff, QueueError> {
     let (released, next): (i64, Option<sqlx::types::Json<ClaimedJob>>) = sqlx::query_as(
-        "WITH released AS (
+        "WITH mine AS MATERIALIZED (
+             SELECT account_id, 1 + extra_slots AS own FROM importer.jobs
+              WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL AND holds_slot
+         ),
+         released AS (
              UPDATE importer.jobs SET holds_slot = false, extra_slots = 0
-              WHERE id = $1 AND attempts = $2 AND locked_until IS NOT NULL AND holds_slot
+              WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL AND holds_slot
              RETURNING account_id
+         ),
+         -- Live slots of the account besides ours (as claim counts them): the swap may only
+         -- take a new slot while that leaves the account within its cap, which an operator may
+         -- just have lowered.
+         room AS (
+             SELECT a.id AS account_id
+               FROM mine m
+               JOIN importer.accounts a ON a.id = m.account_id AND NOT a.paused
+              WHERE (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
+                      WHERE s.account_id = m.account_id AND s.holds_slot
+                        AND s.locked_until > now() - $5 * interval '1 microsecond')
+                    - m.own < a.max_concurrency
          ),
          next AS (
              SELECT j.id
                FROM importer.jobs j
-               JOIN released r ON j.account_id = r.account_id
-               JOIN importer.accounts a ON a.id = r.account_id AND NOT a.paused
+               JOIN room r ON j.account_id = r.account_id
               WHERE j.locked_until IS NULL AND j.run_after <= now()
               ORDER BY j.run_after, j.id
               LIMIT 1
@@ -52,21 +70,23 @@ pub async fn handoff_slot(
          claimed AS (
              UPDATE importer.jobs j
                 SET attempts = j.attempts + 1,
+                    lease_token = nextval('importer.lease_tokens'),
                     locked_by = $3,
                     locked_until = now() + $4 * interval '1 microsecond',
                     holds_slot = true
                FROM next
               WHERE j.id = next.id AND j.locked_until IS NULL
              RETURNING j.id, j.kind, j.args, j.account_id, j.run_id, j.attempts AS attempt,
-                       j.max_attempts, j.locked_until
+                       j.lease_token, j.snoozes, j.max_attempts, j.locked_until
          )
          SELECT (SELECT count(*) FROM released),
                 (SELECT to_jsonb(c) FROM claimed c)",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .bind(worker_id)
     .bind(micros(lease))
+    .bind(micros(SLOT_GRACE))
     .fetch_one(pool)
     .await?;
     Ok(match (released, next) {

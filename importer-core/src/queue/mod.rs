@@ -10,11 +10,12 @@
 //! - operators list, [`requeue_job`]/[`requeue_run`]/[`requeue_matching`] and [`purge_dead`]
 //!   dead jobs, and look at [`queue_depth`] and [`leases`].
 //!
-//! **Fencing.** A claim increments `attempts`; the holder's [`Fence`] is `(job id, attempt)`.
+//! **Fencing.** A claim increments `attempts` and draws a new lease token; the holder's
+//! [`Fence`] is `(job id, lease token)`.
 //! Every state change by a holder is conditioned on that pair and on the job being locked, so a
 //! worker whose lease was taken over (or whose job was cancelled) changes nothing and gets
-//! `false` / a `Fenced` outcome, never an error. Snooze and release hand the attempt back, so
-//! after them the caller must drop its fence.
+//! `false` / a `Fenced` outcome, never an error. Snooze and release hand the attempt back, but
+//! the token is never reused, so a fence outlived by its lease matches nothing.
 //!
 //! **Lock order.** Whatever touches a run's counters locks the run row before the job rows
 //! (complete, dead-letter, reaping, cancel, requeue), so those paths cannot deadlock each other.
@@ -47,7 +48,10 @@ pub use dead::{
     DeadJob, DeadReason,
 };
 pub use enqueue::{enqueue, enqueue_many, withdraw};
-pub use fail::{dead_letter, retry, retry_with, snooze, RetryOutcome, MAX_RETRY_AFTER};
+pub use fail::{
+    dead_letter, retry, retry_with, snooze, RetryOutcome, RetryPolicy, SnoozeOutcome,
+    MAX_RETRY_AFTER,
+};
 pub use handoff::{handoff_slot, Handoff};
 pub use inspect::{leases, queue_depth, JobState, LeaseRow, QueueDepthRow};
 pub use progress::{checkpoint, Checkpoint, CheckpointOutcome};
@@ -154,6 +158,10 @@ pub struct ClaimedJob {
     pub run_id: Option<i64>,
     /// This claim's attempt number (1 for the first claim).
     pub attempt: i32,
+    /// This lease's token, unique for the life of the job id: the fence.
+    pub lease_token: i64,
+    /// Snoozes in a row before this claim (drives the snooze backoff and limit).
+    pub snoozes: i32,
     /// Claims allowed.
     pub max_attempts: i32,
     /// When the lease expires unless extended by [`heartbeat`].
@@ -165,7 +173,7 @@ impl ClaimedJob {
     pub fn fence(&self) -> Fence {
         Fence {
             job_id: self.id,
-            attempt: self.attempt,
+            token: self.lease_token,
         }
     }
 
@@ -175,13 +183,17 @@ impl ClaimedJob {
     }
 }
 
-/// A holder's proof of its lease: `(job id, attempt)`.
+/// A holder's proof of its lease: `(job id, lease token)`.
+///
+/// The token comes from the `importer.lease_tokens` sequence at every claim, so it is unique for
+/// the life of the job id even though attempts go down (snooze, release, requeue): a stale
+/// holder's fence can never match a later lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fence {
     /// The job id.
     pub job_id: i64,
-    /// The attempt number the claim gave.
-    pub attempt: i32,
+    /// The lease token the claim drew.
+    pub token: i64,
 }
 
 /// Why a queue operation failed (a lost lease is not an error: see the `Fenced` outcomes).
@@ -235,6 +247,6 @@ pub(crate) fn micros(duration: Duration) -> i64 {
 }
 
 /// Splits fences into the parallel arrays `UNNEST` takes.
-pub(crate) fn fence_arrays(fences: &[Fence]) -> (Vec<i64>, Vec<i32>) {
-    fences.iter().map(|f| (f.job_id, f.attempt)).unzip()
+pub(crate) fn fence_arrays(fences: &[Fence]) -> (Vec<i64>, Vec<i64>) {
+    fences.iter().map(|f| (f.job_id, f.token)).unzip()
 }

@@ -51,7 +51,7 @@ pub async fn checkpoint(
         "WITH run_lock AS MATERIALIZED (
              SELECT r.id FROM importer.runs r
               WHERE r.id = (SELECT j.run_id FROM importer.jobs j
-                             WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until > now())
+                             WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until > now())
                 FOR NO KEY UPDATE
          ),
          run_counts AS (
@@ -64,7 +64,7 @@ pub async fn checkpoint(
               WHERE r.id = (SELECT id FROM run_lock)
          )
          UPDATE importer.jobs j SET args = $3
-          WHERE j.id = $1 AND j.attempts = $2 AND j.locked_until > now()
+          WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until > now()
             AND (SELECT count(*) FROM run_lock) >= 0
          RETURNING j.run_id,
                    -- free slots of the account, less the jobs already waiting for one
@@ -80,7 +80,7 @@ pub async fn checkpoint(
                       FROM importer.accounts a WHERE a.id = j.account_id AND NOT a.paused), 0)",
     )
     .bind(fence.job_id)
-    .bind(fence.attempt)
+    .bind(fence.token)
     .bind(&checkpoint.args)
     .bind(checkpoint.records_imported)
     .bind(i64::try_from(checkpoint.rejected.len()).unwrap_or(i64::MAX))

@@ -24,8 +24,10 @@ pub struct Credentials {
 
 /// Loads and decrypts the credentials of `account_id`.
 ///
-/// A missing account, an undecryptable secret or a malformed key is permanent: retrying cannot
-/// fix it, an operator must.
+/// A missing account or a malformed key is permanent: retrying cannot fix it, an operator must.
+/// A secret this worker cannot decrypt is this worker's fault ([`JobError::WorkerFault`]): its
+/// `IMPORTER_SECRET_KEY` differs from the one that encrypted the secrets, and other workers
+/// with the right key can run the job.
 pub async fn load(ctx: &JobContext, account_id: i64) -> Result<Credentials, JobError> {
     let stored = accounts::credentials_for_job(&ctx.pool, account_id)
         .await?
@@ -33,7 +35,11 @@ pub async fn load(ctx: &JobContext, account_id: i64) -> Result<Credentials, JobE
     let decrypt = |what: &str, bytes: &[u8]| {
         ctx.secrets
             .decrypt(bytes)
-            .map_err(|e| JobError::Permanent(format!("cannot decrypt the {what}: {e}")))
+            .map_err(|e| {
+                JobError::WorkerFault(format!(
+                    "IMPORTER_SECRET_KEY cannot decrypt the {what} of account {account_id} ({e}): this worker's key differs from the one the secrets were stored with"
+                ))
+            })
     };
     let mailchimp_key = decrypt("Mailchimp key", &stored.mailchimp_key)?;
     let destination_key = decrypt("destination key", &stored.destination_key)?;

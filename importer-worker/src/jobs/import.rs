@@ -22,8 +22,6 @@ use importer_core::rejection::Rejection;
 use importer_core::window::{LaneStart, Placement, Range, RangeArgs, PAGE_SIZE};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::credentials::{self, Credentials};
 use super::{status_label, timed, JobContext, JobError};
 
@@ -485,27 +483,31 @@ async fn post(ctx: &JobContext, creds: &Credentials, records: &[Record]) -> Resu
 /// Hands the job's Mailchimp slot to the next waiting job of the account (run by this worker) when
 /// this process has room for it, else releases it for any claimer.
 async fn give_back_slot(ctx: &JobContext, job: &ClaimedJob) -> Result<(), JobError> {
-    let permit = match ctx.stopping.is_cancelled() {
+    let permit = match ctx.stopping.is_cancelled() || ctx.health.faulted().is_some() {
         true => None,
-        false => ctx.capacity.clone().try_acquire_owned().ok(),
+        false => ctx.dispatcher.permits(1).pop(),
     };
     let Some(permit) = permit else {
         if !queue::release_slot(&ctx.pool, job.fence()).await? {
             return Err(JobError::Fenced);
         }
-        ctx.slot_freed.notify_one();
+        ctx.dispatcher.slot_freed.notify_one();
         return Ok(());
     };
     match queue::handoff_slot(&ctx.pool, job.fence(), &ctx.worker_id, ctx.lease).await? {
         Handoff::Fenced => Err(JobError::Fenced),
         Handoff::Released => {
-            ctx.slot_freed.notify_one();
+            ctx.dispatcher.slot_freed.notify_one();
             Ok(())
         }
         Handoff::Next(next) => {
-            if let Err(mpsc::error::SendError((next, _))) = ctx.handoff.send((next, permit)) {
-                // The claim loop is gone (shutdown): give the job straight back.
-                queue::release(&ctx.pool, &[next.fence()]).await?;
+            job_line!(debug, next, from_job = job.id, "received by slot handoff");
+            match ctx.me.upgrade() {
+                Some(me) => ctx.dispatcher.start(me, next, permit),
+                // The worker is gone (cannot happen while a job runs): give the job back.
+                None => {
+                    queue::release(&ctx.pool, &[next.fence()]).await?;
+                }
             }
             Ok(())
         }

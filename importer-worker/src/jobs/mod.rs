@@ -5,18 +5,21 @@ mod credentials;
 mod import;
 mod plan;
 
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use importer_core::backoff::Backoff;
 use importer_core::destination::{DestinationClient, DestinationError};
 use importer_core::mailchimp::{MailchimpClient, MailchimpError};
-use importer_core::queue::{self, ClaimedJob, Completion, JobKind, RetryOutcome};
+use importer_core::queue::{
+    self, ClaimedJob, Completion, JobKind, RetryOutcome, RetryPolicy, SnoozeOutcome,
+};
 use importer_core::range_reader::ReadError;
 use importer_core::secrets::SecretBox;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Dispatcher;
+use crate::health::Health;
 
 /// What every job needs: the database, the HTTP clients and the key that opens the secrets.
 pub struct JobContext {
@@ -28,18 +31,18 @@ pub struct JobContext {
     pub destination: DestinationClient,
     /// Decrypts account secrets.
     pub secrets: SecretBox,
-    /// Woken when a job gives back its Mailchimp slot, so the claim loop can fill it at once.
-    pub slot_freed: Arc<Notify>,
-    /// Backoff for rate-limited (snoozed) jobs without a Retry-After.
-    pub snooze_backoff: Backoff,
+    /// Delays and limits of retries and snoozes.
+    pub retry_policy: RetryPolicy,
     /// This worker's id (`jobs.locked_by`).
     pub worker_id: String,
     /// The lease of a claimed job.
     pub lease: Duration,
-    /// This process's job capacity; a slot handoff takes a permit for the job it receives.
-    pub capacity: Arc<Semaphore>,
-    /// Jobs received by slot handoff, for the claim loop to run.
-    pub handoff: mpsc::UnboundedSender<(ClaimedJob, OwnedSemaphorePermit)>,
+    /// Starts jobs: those claimed and those received by slot handoff.
+    pub(crate) dispatcher: Dispatcher,
+    /// This context, for starting a handed-over job from inside a running one.
+    pub(crate) me: Weak<JobContext>,
+    /// The worker's own health (a fault stops claiming).
+    pub(crate) health: Health,
     /// Cancelled at shutdown: no more handoffs (the claim loop no longer takes jobs).
     pub stopping: CancellationToken,
 }
@@ -69,6 +72,10 @@ pub enum JobError {
     /// The lease was taken over: this worker must not touch the job any more.
     #[error("lease lost")]
     Fenced,
+    /// A fault of this worker, not of the job (its secret key cannot decrypt the account's
+    /// secrets): the job is released without spending an attempt and the worker stops claiming.
+    #[error("{0}")]
+    WorkerFault(String),
 }
 
 impl From<MailchimpError> for JobError {
@@ -184,90 +191,151 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) {
     metrics::counter!("importer_jobs_total", "kind" => kind, "outcome" => outcome).increment(1);
 }
 
-/// Records the handler's result on the queue; returns the outcome label.
+/// Records the handler's result on the queue; returns the outcome label. Every line names the
+/// job, its run and its account (`job_line!`), fenced outcomes included.
 async fn settle(
     ctx: &JobContext,
     job: &ClaimedJob,
     result: Result<Completion, JobError>,
 ) -> &'static str {
     let fence = job.fence();
-    match result {
+    let (message, retry_after) = match result {
         Ok(completion) => {
             let imported = completion.records_imported;
             let rejected = completion.rejected.len();
             match queue::complete(&ctx.pool, fence, completion).await {
                 Ok(outcome) if outcome.is_fenced() => {
-                    tracing::warn!("job finished but its lease was taken over; result discarded");
-                    "fenced"
+                    job_line!(
+                        warn,
+                        job,
+                        "job finished but its lease was taken over; result discarded"
+                    );
+                    return "fenced";
                 }
                 Ok(_) => {
                     metrics::counter!("importer_records_imported_total")
                         .increment(imported.max(0) as u64);
                     metrics::counter!("importer_records_rejected_total").increment(rejected as u64);
-                    tracing::info!(records = imported, rejected, "job completed");
-                    "completed"
+                    job_line!(info, job, records = imported, rejected, "job completed");
+                    return "completed";
                 }
-                Err(error) => {
-                    tracing::error!(error = %error, "could not record the job's completion; its lease will expire and it will run again");
-                    "error"
-                }
+                // Not recorded: retried at once with the real error (fenced), instead of
+                // waiting out the lease and dying as lease_expired on the last attempt.
+                Err(error) => (
+                    format!("could not record the job's completion: {error}"),
+                    None,
+                ),
             }
         }
         Err(JobError::Fenced) => {
-            tracing::warn!("lease lost while running; the job belongs to another worker now");
-            "fenced"
+            job_line!(
+                warn,
+                job,
+                "lease lost while running; the job belongs to another worker now"
+            );
+            return "fenced";
+        }
+        Err(JobError::WorkerFault(reason)) => {
+            ctx.health.fault(&reason);
+            return match queue::release(&ctx.pool, &[fence]).await {
+                Ok(1) => {
+                    job_line!(warn, job, error = %reason, "job released without spending an attempt (a fault of this worker)");
+                    "released"
+                }
+                Ok(_) => {
+                    job_line!(warn, job, "job to release was no longer held (fenced)");
+                    "fenced"
+                }
+                Err(error) => {
+                    job_line!(error, job, %error, "could not release the job; its lease will expire");
+                    "error"
+                }
+            };
         }
         Err(JobError::RateLimited {
             message,
             retry_after,
         }) => {
-            let delay = retry_after.unwrap_or_else(|| ctx.snooze_backoff.delay(1));
-            match queue::snooze(&ctx.pool, fence, delay, &message).await {
-                Ok(true) => {
-                    tracing::info!(delay_ms = delay.as_millis() as u64, error = %message, "job snoozed, no attempt spent");
-                    ctx.slot_freed.notify_one();
+            return match queue::snooze(&ctx.pool, job, &ctx.retry_policy, &message, retry_after)
+                .await
+            {
+                Ok(SnoozeOutcome::Snoozed { run_after }) => {
+                    job_line!(info, job, %run_after, snoozes = job.snoozes + 1, error = %message, "job snoozed, no attempt spent");
+                    ctx.dispatcher.slot_freed.notify_one();
                     "snoozed"
                 }
-                Ok(false) => "fenced",
+                Ok(SnoozeOutcome::Retried(outcome)) => {
+                    let label = retried(ctx, job, &message, outcome);
+                    job_line!(
+                        warn,
+                        job,
+                        snoozes = job.snoozes,
+                        "rate limited past the snooze limits: that snooze spent an attempt"
+                    );
+                    label
+                }
+                Ok(SnoozeOutcome::Fenced) => {
+                    job_line!(warn, job, "could not snooze: the lease was taken over");
+                    "fenced"
+                }
                 Err(error) => {
-                    tracing::error!(error = %error, "could not snooze the job");
+                    job_line!(error, job, %error, job_error = %message, "could not snooze the job; its lease will expire");
                     "error"
                 }
-            }
+            };
         }
         Err(JobError::Retryable {
             message,
             retry_after,
-        }) => match queue::retry(&ctx.pool, fence, &message, retry_after).await {
-            Ok(RetryOutcome::Retried { run_after }) => {
-                tracing::warn!(error = %message, %run_after, "job failed; retrying later");
-                ctx.slot_freed.notify_one();
-                "retried"
-            }
-            Ok(RetryOutcome::DeadLettered) => {
-                tracing::error!(error = %message, "job failed on its last attempt; dead-lettered");
-                ctx.slot_freed.notify_one();
-                "dead"
-            }
-            Ok(RetryOutcome::Fenced) => "fenced",
-            Err(error) => {
-                tracing::error!(error = %error, job_error = %message, "could not record the job's failure");
-                "error"
-            }
-        },
+        }) => (message, retry_after),
         Err(JobError::Permanent(message)) => {
-            match queue::dead_letter(&ctx.pool, fence, &message).await {
+            return match queue::dead_letter(&ctx.pool, fence, &message).await {
                 Ok(true) => {
-                    tracing::error!(error = %message, "job failed permanently; dead-lettered");
-                    ctx.slot_freed.notify_one();
+                    job_line!(error, job, error = %message, "job failed permanently; dead-lettered");
+                    ctx.dispatcher.slot_freed.notify_one();
                     "dead"
                 }
-                Ok(false) => "fenced",
+                Ok(false) => {
+                    job_line!(warn, job, error = %message, "could not dead-letter: the lease was taken over");
+                    "fenced"
+                }
                 Err(error) => {
-                    tracing::error!(error = %error, job_error = %message, "could not dead-letter the job");
+                    job_line!(error, job, %error, job_error = %message, "could not dead-letter the job; its lease will expire");
                     "error"
                 }
-            }
+            };
+        }
+    };
+    match queue::retry_with(&ctx.pool, job, &ctx.retry_policy, &message, retry_after).await {
+        Ok(outcome) => retried(ctx, job, &message, outcome),
+        Err(error) => {
+            job_line!(error, job, %error, job_error = %message, "could not record the job's failure; its lease will expire");
+            "error"
+        }
+    }
+}
+
+/// Logs what a retry did; returns the outcome label.
+fn retried(
+    ctx: &JobContext,
+    job: &ClaimedJob,
+    message: &str,
+    outcome: RetryOutcome,
+) -> &'static str {
+    match outcome {
+        RetryOutcome::Retried { run_after } => {
+            job_line!(warn, job, error = %message, %run_after, "job failed; retrying later");
+            ctx.dispatcher.slot_freed.notify_one();
+            "retried"
+        }
+        RetryOutcome::DeadLettered => {
+            job_line!(error, job, error = %message, "job failed on its last attempt; dead-lettered");
+            ctx.dispatcher.slot_freed.notify_one();
+            "dead"
+        }
+        RetryOutcome::Fenced => {
+            job_line!(warn, job, error = %message, "could not retry: the lease was taken over");
+            "fenced"
         }
     }
 }
