@@ -4,10 +4,12 @@
 mod cli;
 mod commands;
 mod database;
+mod lookup;
 mod output;
 mod progress;
 mod secret_input;
 mod values;
+mod views;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

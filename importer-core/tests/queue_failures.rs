@@ -372,3 +372,53 @@ async fn a_snooze_older_than_the_age_limit_spends_an_attempt(pool: PgPool) {
     );
     assert_eq!(attempts_and_run_after(&pool, id).await.0, 1);
 }
+
+/// A checkpoint is progress: it gives the attempts back, so faults and kills spread over a long
+/// range's life do not exhaust it, while a job that never progresses still dies.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_checkpoint_gives_the_attempts_back(pool: PgPool) {
+    let id = one_job(&pool, 3).await;
+    let fast = RetryPolicy {
+        retry: Backoff {
+            base: Duration::ZERO,
+            ..Backoff::default()
+        },
+        ..RetryPolicy::default()
+    };
+    for _ in 0..2 {
+        let job = claim_one(&pool, "w").await;
+        queue::retry_with(&pool, &job, &fast, "HTTP 503", None)
+            .await
+            .unwrap();
+    }
+    let job = claim_one(&pool, "w").await;
+    assert!(job.is_last_attempt());
+    let checkpoint = queue::Checkpoint {
+        args: serde_json::json!({ "progress": 1 }),
+        ..queue::Checkpoint::default()
+    };
+    let outcome = queue::checkpoint(&pool, job.fence(), &checkpoint)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, queue::CheckpointOutcome::Recorded { .. }));
+    assert_eq!(attempts_and_run_after(&pool, id).await.0, 1);
+    // Not the last attempt any more: it retries, and dies only after two more claims in a row
+    // without progress.
+    let outcome = queue::retry_with(&pool, &job, &fast, "HTTP 503", None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, RetryOutcome::Retried { .. }),
+        "{outcome:?}"
+    );
+    let job = claim_one(&pool, "w").await;
+    assert_eq!(job.attempt, 2);
+    queue::retry_with(&pool, &job, &fast, "HTTP 503", None)
+        .await
+        .unwrap();
+    let job = claim_one(&pool, "w").await;
+    let outcome = queue::retry_with(&pool, &job, &fast, "HTTP 503", None)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RetryOutcome::DeadLettered);
+}

@@ -134,6 +134,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = args.config()?;
     let accounts = config.accounts.len();
+    // Installed before the servers start (and log that they listen): a SIGTERM sent as soon as
+    // the simulators are ready must stop them cleanly, not kill the process.
+    let shutdown = shutdown_signal()?;
     let sim = importer_sim::start_on(config, args.mailchimp_addr, args.destination_addr)
         .await
         .context("Failed to start the simulators")?;
@@ -143,28 +146,29 @@ async fn main() -> anyhow::Result<()> {
         accounts,
         "importer-sim ready"
     );
-    shutdown_signal().await?;
+    shutdown.await?;
     tracing::info!("shutting down");
     sim.shutdown().await;
     Ok(())
 }
 
-/// Resolves on SIGTERM (containers) or Ctrl-C.
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Installs the SIGTERM handler now; the future resolves on SIGTERM (containers) or Ctrl-C.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("Failed to install the SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("Failed to install the SIGTERM handler")?;
+    Ok(async move {
+        #[cfg(unix)]
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.context("Failed to listen for Ctrl-C")?,
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("Failed to listen for Ctrl-C")?;
-    Ok(())
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c()
+            .await
+            .context("Failed to listen for Ctrl-C")?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use importer_core::backoff::Backoff;
 use importer_core::queue::RetryPolicy;
 
 /// How log lines are written.
@@ -30,6 +31,8 @@ mod defaults {
     pub const DESTINATION_TIMEOUT_SECS: u64 = 30;
     pub const DESTINATION_MAX_BATCH: usize = 1000;
     pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
+    pub const RETRY_BASE_MS: u64 = 5000;
+    pub const RETRY_MAX_SECS: u64 = 600;
     pub const MAX_SNOOZES: u32 = 100;
     pub const MAX_SNOOZE_AGE_SECS: u64 = 1800;
 }
@@ -86,6 +89,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "DESTINATION_MAX_BATCH", default_value_t = defaults::DESTINATION_MAX_BATCH)]
     pub destination_max_batch: usize,
 
+    /// Delay before the first retry of a failed job, in milliseconds; it doubles per attempt.
+    #[arg(long, env = "WORKER_RETRY_BASE_MS", default_value_t = defaults::RETRY_BASE_MS)]
+    pub retry_base_ms: u64,
+
+    /// Longest delay between retries of a failed job, in seconds.
+    #[arg(long, env = "WORKER_RETRY_MAX_SECS", default_value_t = defaults::RETRY_MAX_SECS)]
+    pub retry_max_secs: u64,
+
     /// Longest server Retry-After honoured, in seconds; a longer one is cut to this.
     #[arg(long, env = "WORKER_MAX_RETRY_AFTER_SECS", default_value_t = defaults::MAX_RETRY_AFTER_SECS)]
     pub max_retry_after_secs: u64,
@@ -120,6 +131,8 @@ impl Default for WorkerConfig {
             mailchimp_max_body_bytes: defaults::MAX_BODY_BYTES,
             destination_timeout_secs: defaults::DESTINATION_TIMEOUT_SECS,
             destination_max_batch: defaults::DESTINATION_MAX_BATCH,
+            retry_base_ms: defaults::RETRY_BASE_MS,
+            retry_max_secs: defaults::RETRY_MAX_SECS,
             max_retry_after_secs: defaults::MAX_RETRY_AFTER_SECS,
             max_snoozes: defaults::MAX_SNOOZES,
             max_snooze_age_secs: defaults::MAX_SNOOZE_AGE_SECS,
@@ -143,7 +156,7 @@ pub struct InvalidConfig {
 impl WorkerConfig {
     /// Refuses values the worker cannot run with, naming the variable; nothing is clamped.
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        let checks: [(&'static str, u64, u64, &'static str); 10] = [
+        let checks: [(&'static str, u64, u64, &'static str); 11] = [
             (
                 "WORKER_CONCURRENCY",
                 self.concurrency as u64,
@@ -190,6 +203,12 @@ impl WorkerConfig {
             (
                 "WORKER_MAX_SNOOZES",
                 u64::from(self.max_snoozes),
+                1,
+                "must be at least 1",
+            ),
+            (
+                "WORKER_RETRY_MAX_SECS",
+                self.retry_max_secs,
                 1,
                 "must be at least 1",
             ),
@@ -246,11 +265,17 @@ impl WorkerConfig {
 
     /// Delays and limits of retries and snoozes.
     pub fn retry_policy(&self) -> RetryPolicy {
+        let defaults = RetryPolicy::default();
         RetryPolicy {
+            retry: Backoff {
+                base: Duration::from_millis(self.retry_base_ms),
+                max: Duration::from_secs(self.retry_max_secs),
+                ..defaults.retry
+            },
             max_retry_after: Duration::from_secs(self.max_retry_after_secs),
             max_snoozes: i32::try_from(self.max_snoozes).unwrap_or(i32::MAX),
             max_snooze_age: Duration::from_secs(self.max_snooze_age_secs),
-            ..RetryPolicy::default()
+            ..defaults
         }
     }
 

@@ -15,9 +15,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::cli::{AccountAddArgs, AccountUpdateArgs, AccountsCommand, UsageError};
-use crate::commands::lists::ListView;
+use crate::lookup;
 use crate::output::{self, Format};
 use crate::secret_input;
+use crate::views::{self, ListView};
 
 /// An account as commands print it: keys only as redacted hints.
 #[derive(Debug, Clone, Serialize)]
@@ -115,23 +116,6 @@ fn http_url(option: &str, url: &str) -> anyhow::Result<String> {
         bail!("{option} must be an http:// or https:// URL, got {url:?}");
     }
     Ok(url.trim_end_matches('/').to_owned())
-}
-
-/// Finds an account by name, or by id when `reference` is a number that is an id.
-/// Errors: no such account (the message says how to list them), database failures.
-pub async fn resolve(pool: &PgPool, reference: &str) -> anyhow::Result<Account> {
-    if let Ok(id) = reference.parse::<i64>() {
-        if let Some(account) = accounts::get(pool, id).await? {
-            return Ok(account);
-        }
-    }
-    accounts::find_by_name(pool, reference)
-        .await?
-        .with_context(|| {
-            format!(
-                "no account named {reference:?} or with that id; see importer-admin accounts list"
-            )
-        })
 }
 
 /// Runs an `accounts` subcommand.
@@ -263,7 +247,7 @@ async fn show<W: Write>(
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let account = resolve(pool, reference).await?;
+    let account = lookup::account(pool, reference).await?;
     let lists = lists::list(pool, Some(account.id)).await?;
     let detail = AccountDetail {
         account: AccountView::from(&account),
@@ -302,7 +286,7 @@ async fn show<W: Write>(
         )?;
         return Ok(());
     }
-    output::write_table(out, &crate::commands::lists::table(&detail.lists))
+    output::write_table(out, &views::list_table(&detail.lists))
 }
 
 async fn update<W: Write>(
@@ -311,7 +295,7 @@ async fn update<W: Write>(
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let account = resolve(pool, &args.account).await?;
+    let account = lookup::account(pool, &args.account).await?;
     let mut change = AccountUpdate {
         name: args.name,
         destination_url: args
@@ -369,7 +353,7 @@ async fn set_paused<W: Write>(
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let account = resolve(pool, reference).await?;
+    let account = lookup::account(pool, reference).await?;
     let updated = accounts::set_paused(pool, account.id, paused).await?;
     let view = AccountView::from(&updated);
     let text = if paused {
@@ -390,7 +374,7 @@ async fn remove<W: Write>(
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let account = resolve(pool, reference).await?;
+    let account = lookup::account(pool, reference).await?;
     let lists = lists::list(pool, Some(account.id)).await?;
     if !yes {
         bail!(

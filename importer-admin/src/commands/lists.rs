@@ -1,88 +1,17 @@
-//! `lists add | list | enable | disable | set-schedule | reset-cursor`, [`create`] (the path
-//! `lists add`, `seed` and `demo` share) and [`resolve`] (a `<list>` argument: its id or
-//! `account/mailchimp_list_id`).
+//! `lists add | list | enable | disable | set-schedule | reset-cursor`, and [`create`] (the
+//! path `lists add`, `seed` and `demo` share).
 
 use std::io::Write;
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
-use comfy_table::Table;
-use importer_core::accounts::{self, Account};
+use importer_core::accounts;
 use importer_core::lists::{self, List, ListError, NewList};
-use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::cli::{LagArg, ListAddArgs, ListsCommand};
-use crate::commands::accounts::resolve as resolve_account;
+use crate::lookup;
 use crate::output::{self, Format};
-
-/// A list as commands print it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ListView {
-    /// The list id.
-    pub id: i64,
-    /// Its account.
-    pub account_id: i64,
-    /// The account's name.
-    pub account: String,
-    /// Mailchimp audience id.
-    pub mailchimp_list_id: String,
-    /// A name for people.
-    pub name: Option<String>,
-    /// Schedule as people write it (`1h`).
-    pub schedule: String,
-    /// Schedule in seconds.
-    pub schedule_secs: u64,
-    /// Whether scheduled runs are created.
-    pub enabled: bool,
-    /// The cursor; none = never synced (next run is full).
-    pub synced_until: Option<DateTime<Utc>>,
-    /// The list's own sync lag in seconds; none = the deployment's.
-    pub sync_lag_secs: Option<f64>,
-    /// When it was added.
-    pub created_at: DateTime<Utc>,
-}
-
-impl ListView {
-    /// The view of `list`, whose account is named `account`.
-    pub fn new(list: &List, account: &str) -> Self {
-        ListView {
-            id: list.id,
-            account_id: list.account_id,
-            account: account.to_owned(),
-            mailchimp_list_id: list.mailchimp_list_id.clone(),
-            name: list.name.clone(),
-            schedule: output::interval(list.schedule),
-            schedule_secs: list.schedule.as_secs(),
-            enabled: list.enabled,
-            synced_until: list.synced_until,
-            sync_lag_secs: list.sync_lag.map(|d| d.as_secs_f64()),
-            created_at: list.created_at,
-        }
-    }
-
-    /// `account/mailchimp_list_id`.
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.account, self.mailchimp_list_id)
-    }
-}
-
-/// The table of `lists list` and `accounts show`.
-pub fn table(views: &[ListView]) -> Table {
-    let mut t = output::table(["id", "list", "name", "schedule", "enabled", "synced until"]);
-    for l in views {
-        t.add_row(vec![
-            l.id.to_string(),
-            l.label(),
-            output::opt(l.name.as_deref()),
-            l.schedule.clone(),
-            if l.enabled { "yes" } else { "no" }.to_owned(),
-            l.synced_until
-                .map_or_else(|| "never (next run full)".to_owned(), output::time),
-        ]);
-    }
-    t
-}
+use crate::views::{self, ListView};
 
 /// Adds a list after checking what the schema would refuse, with messages that say why.
 /// Errors: bad id or schedule, a duplicate ([`ListError::Duplicate`] in the chain), database
@@ -99,32 +28,6 @@ fn check_mailchimp_id(id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Finds a list by id or `account/mailchimp_list_id`, with its account. Errors: no such list
-/// (the message says how to list them), database failures.
-pub async fn resolve(pool: &PgPool, reference: &str) -> anyhow::Result<(List, Account)> {
-    let not_found = || {
-        format!("no list {reference:?}; name it by id or account/mailchimp_list_id (see importer-admin lists list)")
-    };
-    let list = match reference.rsplit_once('/') {
-        Some((account, mailchimp_id)) => {
-            let account = resolve_account(pool, account).await?;
-            lists::list(pool, Some(account.id))
-                .await?
-                .into_iter()
-                .find(|l| l.mailchimp_list_id == mailchimp_id)
-                .with_context(not_found)?
-        }
-        None => {
-            let id: i64 = reference.parse().ok().with_context(not_found)?;
-            lists::get(pool, id).await?.with_context(not_found)?
-        }
-    };
-    let account = accounts::get(pool, list.account_id)
-        .await?
-        .with_context(not_found)?;
-    Ok((list, account))
-}
-
 /// Runs a `lists` subcommand.
 pub async fn run<W: Write>(
     pool: &PgPool,
@@ -136,12 +39,12 @@ pub async fn run<W: Write>(
         ListsCommand::Add(args) => add(pool, args, format, out).await,
         ListsCommand::List { account } => list(pool, account.as_deref(), format, out).await,
         ListsCommand::Enable { list } => {
-            let (l, a) = resolve(pool, &list).await?;
+            let (l, a) = lookup::list(pool, &list).await?;
             let l = lists::set_enabled(pool, l.id, true).await?;
             changed(out, format, &ListView::new(&l, &a.name), "enabled")
         }
         ListsCommand::Disable { list } => {
-            let (l, a) = resolve(pool, &list).await?;
+            let (l, a) = lookup::list(pool, &list).await?;
             let l = lists::set_enabled(pool, l.id, false).await?;
             changed(
                 out,
@@ -151,13 +54,13 @@ pub async fn run<W: Write>(
             )
         }
         ListsCommand::SetSchedule { list, interval } => {
-            let (l, a) = resolve(pool, &list).await?;
+            let (l, a) = lookup::list(pool, &list).await?;
             let l = lists::set_schedule(pool, l.id, interval).await?;
             let what = format!("now synced every {}", output::interval(interval));
             changed(out, format, &ListView::new(&l, &a.name), &what)
         }
         ListsCommand::SetSyncLag { list, lag } => {
-            let (l, a) = resolve(pool, &list).await?;
+            let (l, a) = lookup::list(pool, &list).await?;
             let lag = match lag {
                 LagArg::Default => None,
                 LagArg::Lag(d) => {
@@ -173,7 +76,7 @@ pub async fn run<W: Write>(
             changed(out, format, &ListView::new(&l, &a.name), &what)
         }
         ListsCommand::ResetCursor { list, to } => {
-            let (l, a) = resolve(pool, &list).await?;
+            let (l, a) = lookup::list(pool, &list).await?;
             let l = lists::reset_cursor(pool, l.id, to).await?;
             let what = match to {
                 Some(t) => format!(
@@ -203,7 +106,7 @@ async fn add<W: Write>(
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let account = resolve_account(pool, &args.account).await?;
+    let account = lookup::account(pool, &args.account).await?;
     let new = NewList {
         account_id: account.id,
         mailchimp_list_id: args.list_id.clone(),
@@ -252,7 +155,7 @@ async fn list<W: Write>(
     out: &mut W,
 ) -> anyhow::Result<()> {
     let account_id = match account {
-        Some(reference) => Some(resolve_account(pool, reference).await?.id),
+        Some(reference) => Some(lookup::account(pool, reference).await?.id),
         None => None,
     };
     let names: std::collections::HashMap<i64, String> = accounts::list(pool)
@@ -269,5 +172,5 @@ async fn list<W: Write>(
         })
         .collect();
     let empty = "no lists; add one with importer-admin lists add";
-    output::emit_list(out, format, &views, empty, table)
+    output::emit_list(out, format, &views, empty, views::list_table)
 }

@@ -5,16 +5,17 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::Table;
 use importer_core::queue::{self, DeadFilter};
 use importer_core::runs::{self, RequestedMode, RunError, RunRequest};
 use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::cli::RunsCommand;
-use crate::commands::{accounts, lists, watch};
+use crate::commands::watch;
+use crate::lookup;
 use crate::output::{self, Format};
 use crate::progress::{self, RunProgress};
+use crate::views;
 
 /// Runs a `runs` subcommand.
 pub async fn run<W: Write>(
@@ -44,13 +45,13 @@ pub async fn run<W: Write>(
                 ..progress::Filter::default()
             };
             if let Some(a) = account {
-                filter.account_id = Some(accounts::resolve(pool, &a).await?.id);
+                filter.account_id = Some(lookup::account(pool, &a).await?.id);
             }
             if let Some(l) = list {
-                filter.list_id = Some(lists::resolve(pool, &l).await?.0.id);
+                filter.list_id = Some(lookup::list(pool, &l).await?.0.id);
             }
             let rows = progress::list(pool, &filter).await?;
-            output::emit_list(out, format, &rows, "no runs match", table)
+            output::emit_list(out, format, &rows, "no runs match", views::run_table)
         }
         RunsCommand::Show { id } => show(pool, id, format, out).await,
         RunsCommand::Cancel { id } => {
@@ -80,7 +81,7 @@ pub async fn run<W: Write>(
             let display = watch::Display::for_output(format);
             let rows =
                 watch::watch(pool, &ids, Duration::from_millis(interval_ms), display, out).await?;
-            output::emit_list(out, format, &rows, "no runs", table)?;
+            output::emit_list(out, format, &rows, "no runs", views::run_table)?;
             watch::require_completed(&rows)
         }
     }
@@ -93,7 +94,7 @@ async fn start<W: Write>(
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let (list, account) = lists::resolve(pool, reference).await?;
+    let (list, account) = lookup::list(pool, reference).await?;
     let label = format!("{}/{}", account.name, list.mailchimp_list_id);
     let run = match runs::create(pool, list.id, RunRequest { mode }).await {
         Ok(run) => run,
@@ -118,44 +119,6 @@ async fn start<W: Write>(
         row.run_id
     );
     output::done(out, format, &text, &row)
-}
-
-/// The table of `runs list` (and of `runs watch` and `tick` at the end).
-pub fn table(rows: &[RunProgress]) -> Table {
-    let mut t = output::table([
-        "run", "list", "mode", "status", "trigger", "windows", "records", "dead", "rec/s",
-        "created", "elapsed",
-    ]);
-    for r in rows {
-        t.add_row(vec![
-            r.run_id.to_string(),
-            r.list_label(),
-            r.mode.to_string(),
-            r.status.to_string(),
-            format!("{:?}", r.trigger).to_lowercase(),
-            windows(r),
-            records(r),
-            r.jobs_dead.to_string(),
-            format!("{:.0}", r.records_per_second),
-            output::time(r.created_at),
-            output::age(r.elapsed_secs),
-        ]);
-    }
-    t
-}
-
-/// `3/7`, or `-` before planning.
-pub fn windows(r: &RunProgress) -> String {
-    r.windows()
-        .map_or_else(|| "-".to_owned(), |(done, total)| format!("{done}/{total}"))
-}
-
-/// `3000/6543`, or the count alone before planning.
-pub fn records(r: &RunProgress) -> String {
-    match r.members_total {
-        Some(total) => format!("{}/{total}", r.records_imported),
-        None => r.records_imported.to_string(),
-    }
 }
 
 /// What killed a run's dead jobs: one entry per distinct last error.
@@ -228,7 +191,7 @@ async fn show<W: Write>(pool: &PgPool, id: i64, format: Format, out: &mut W) -> 
                 ),
             ),
             ("members in window", output::opt(r.members_total)),
-            ("windows done", windows(r)),
+            ("windows done", views::windows(r)),
             (
                 "percent",
                 r.percent

@@ -5,9 +5,9 @@ use std::io::Write;
 use importer_core::tick;
 use sqlx::PgPool;
 
-use crate::commands::runs;
 use crate::output::{self, Format};
 use crate::progress;
+use crate::views;
 
 /// Runs `tick`.
 pub async fn run<W: Write>(pool: &PgPool, format: Format, out: &mut W) -> anyhow::Result<()> {
@@ -29,5 +29,5 @@ pub async fn run<W: Write>(pool: &PgPool, format: Format, out: &mut W) -> anyhow
         "tick created {}:",
         output::count(rows.len() as u64, "run", "runs")
     )?;
-    output::write_table(out, &runs::table(&rows))
+    output::write_table(out, &views::run_table(&rows))
 }

@@ -10,9 +10,9 @@ use importer_core::runs::RunStatus;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::PgPool;
 
-use crate::commands::runs::{records, windows};
 use crate::output::{self, Format};
 use crate::progress::{self, RunProgress};
+use crate::views::{records, windows};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,7 +36,8 @@ pub enum CheckpointOutcome {
     },
 }
 
-/// Records `checkpoint` for the fenced job in one transaction: replaces its arguments, stores
+/// Records `checkpoint` for the fenced job in one transaction: replaces its arguments (and
+/// resets its attempts to this one: it made progress), stores
 /// its rejected members, enqueues its children and adds its counts to the job's run (run row
 /// locked before the job row, the queue's lock order). Returns [`CheckpointOutcome::Fenced`]
 /// when the fence no longer holds (nothing changed: the job belongs to someone else or was
@@ -63,7 +64,10 @@ pub async fn checkpoint(
                     window_events = r.window_events + $8
               WHERE r.id = (SELECT id FROM run_lock)
          )
-         UPDATE importer.jobs j SET args = $3
+         -- Progress gives the attempts back: attempts counts the claims since the job last
+         -- moved forward, so a long range that keeps delivering is never exhausted by faults
+         -- and kills spread over its life, while a job that never progresses still is.
+         UPDATE importer.jobs j SET args = $3, attempts = 1
           WHERE j.id = $1 AND j.lease_token = $2 AND j.locked_until > now()
             AND (SELECT count(*) FROM run_lock) >= 0
          RETURNING j.run_id,

@@ -1,5 +1,6 @@
 //! Serialization of member pages straight from compact members, honouring `fields`: the
-//! scope-aware object writer and the page envelope (the member itself is `member_view.rs`).
+//! scope-aware object writer and the pieces every object shares (timestamps, `_links`). The
+//! page envelope is `page.rs`, the member itself `member_view.rs`.
 //!
 //! Nothing goes through `serde_json::Value`: each object writes its keys through an [`Obj`]
 //! that asks the [`Scope`] first and computes a value only when it is written, so a trimmed page
@@ -10,8 +11,6 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 
 use super::fields::Scope;
-use super::member_view::MemberView;
-use super::members::{ListMeta, Member};
 
 /// An object whose keys are written through a scope-aware [`Obj`].
 pub(crate) trait Fields {
@@ -151,80 +150,3 @@ macro_rules! schema_url {
     };
 }
 pub(crate) use schema_url;
-
-/// A page of members: the members endpoint's response.
-pub(crate) struct Page<'a> {
-    pub meta: &'a ListMeta,
-    pub members: &'a [Member],
-    pub total: usize,
-}
-
-impl Fields for Page<'_> {
-    fn write<M: SerializeMap>(&self, o: &mut Obj<'_, M>) -> Result<(), M::Error> {
-        o.array("members", || {
-            self.members
-                .iter()
-                .map(|m| MemberView { meta: self.meta, m })
-                .collect()
-        })?;
-        o.leaf("list_id", || &self.meta.id)?;
-        o.leaf("total_items", || self.total)?;
-        o.array("_links", || {
-            let base = format!(
-                "https://{}.api.mailchimp.com/3.0/lists/{}/members",
-                self.meta.dc, self.meta.id
-            );
-            vec![
-                link(
-                    "self",
-                    base.clone(),
-                    "GET",
-                    Some(concat!(
-                        schema_url!(),
-                        "Definitions/Lists/Members/CollectionResponse.json"
-                    )),
-                    Some(concat!(
-                        schema_url!(),
-                        "Paths/Lists/Members/Collection.json"
-                    )),
-                ),
-                link(
-                    "parent",
-                    base.trim_end_matches("/members").to_owned(),
-                    "GET",
-                    Some(concat!(schema_url!(), "Definitions/Lists/Response.json")),
-                    None,
-                ),
-                link(
-                    "create",
-                    base,
-                    "POST",
-                    Some(concat!(
-                        schema_url!(),
-                        "Definitions/Lists/Members/Response.json"
-                    )),
-                    Some(concat!(
-                        schema_url!(),
-                        "Definitions/Lists/Members/POST.json"
-                    )),
-                ),
-            ]
-        })
-    }
-}
-
-fn link(
-    rel: &'static str,
-    href: String,
-    method: &'static str,
-    target: Option<&'static str>,
-    schema: Option<&'static str>,
-) -> Link {
-    Link {
-        rel,
-        href,
-        method,
-        target_schema: target,
-        schema,
-    }
-}

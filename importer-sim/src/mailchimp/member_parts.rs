@@ -4,11 +4,11 @@
 use serde::ser::SerializeMap;
 
 use super::json::{Fields, Obj};
-use super::member_view::MemberView;
+use super::member_seed::MemberSeed;
 use super::members::{first_name, last_name, MemberDefect, INVALID_UTF8_MARKER};
 
 pub(super) struct MergeFields<'a> {
-    pub v: &'a MemberView<'a>,
+    pub v: &'a MemberSeed<'a>,
 }
 
 impl Fields for MergeFields<'_> {
@@ -58,7 +58,7 @@ impl Fields for MergeFields<'_> {
 }
 
 struct Address<'a> {
-    pub v: &'a MemberView<'a>,
+    pub v: &'a MemberSeed<'a>,
 }
 
 impl Fields for Address<'_> {
@@ -107,7 +107,7 @@ const CITIES: &[(&str, &str, &str)] = &[
 ];
 
 pub(super) struct Interests<'a> {
-    pub v: &'a MemberView<'a>,
+    pub v: &'a MemberSeed<'a>,
 }
 
 impl Fields for Interests<'_> {
@@ -120,7 +120,7 @@ impl Fields for Interests<'_> {
 }
 
 pub(super) struct Stats<'a> {
-    pub v: &'a MemberView<'a>,
+    pub v: &'a MemberSeed<'a>,
 }
 
 impl Fields for Stats<'_> {
@@ -131,7 +131,7 @@ impl Fields for Stats<'_> {
 }
 
 pub(super) struct Location<'a> {
-    pub v: &'a MemberView<'a>,
+    pub v: &'a MemberSeed<'a>,
 }
 
 impl Fields for Location<'_> {

@@ -1,35 +1,24 @@
 //! One member as Mailchimp returns it, derived from the compact [`Member`] and its list.
 //!
-//! Values that never change for a member (ids, IPs, location, tags, links) come from
-//! `ListMeta::h(seq, salt)`, so they are identical on every request and in every simulator
-//! started with the same seed.
+//! Values that never change for a member (ids, IPs, location, tags, links) are derived from its
+//! [`MemberSeed`], so they are identical on every request and in every simulator started with
+//! the same seed.
+//!
+//! [`Member`]: super::members::Member
 
 use serde::ser::SerializeMap;
 
 use super::json::{schema_url, timestamp, Fields, Link, Obj};
 use super::member_parts::{Interests, Location, MergeFields, Stats};
-use super::members::{first_name, hex_digits, last_name, ListMeta, Member, MemberDefect};
+use super::member_seed::MemberSeed;
+use super::members::{first_name, hex_digits, last_name, MemberDefect};
 
-/// One member as Mailchimp returns it.
-pub(crate) struct MemberView<'a> {
-    pub meta: &'a ListMeta,
-    pub m: &'a Member,
-}
-
-// Salts of the derived values; far above the ones names use.
-const S: u64 = 1 << 40;
+/// One member as Mailchimp returns it: the [`Fields`] of its seed.
+pub(crate) struct MemberView<'a>(pub MemberSeed<'a>);
 
 impl MemberView<'_> {
-    pub(super) fn h(&self, salt: u64) -> u64 {
-        self.meta.h(self.m.seq, S + salt)
-    }
-
-    pub(super) fn pick<T: Copy>(&self, salt: u64, items: &[T]) -> T {
-        items[(self.h(salt) % items.len() as u64) as usize]
-    }
-
     fn ip(&self, salt: u64) -> String {
-        let v = self.h(salt);
+        let v = self.0.h(salt);
         format!(
             "{}.{}.{}.{}",
             1 + v % 223,
@@ -42,7 +31,8 @@ impl MemberView<'_> {
 
 impl Fields for MemberView<'_> {
     fn write<M: SerializeMap>(&self, o: &mut Obj<'_, M>) -> Result<(), M::Error> {
-        let (meta, m) = (self.meta, self.m);
+        let v = &self.0;
+        let (meta, m) = (v.meta, v.m);
         let id = hex::encode(m.id);
         o.leaf("id", || &id)?;
         match m.defect {
@@ -53,31 +43,32 @@ impl Fields for MemberView<'_> {
             }
             _ => o.leaf("email_address", || meta.email(m.seq))?,
         }
-        o.leaf("unique_email_id", || hex_digits(self.h(1), 10))?;
-        o.leaf("contact_id", || {
-            format!("{:016x}{:016x}", self.h(2), self.h(3))
-        })?;
+        o.leaf("unique_email_id", || hex_digits(v.h(1), 10))?;
+        o.leaf("contact_id", || format!("{:016x}{:016x}", v.h(2), v.h(3)))?;
         o.leaf("full_name", || {
             format!("{} {}", first_name(m.first), last_name(m.last))
                 .trim()
                 .to_owned()
         })?;
-        o.leaf("web_id", || 100_000_000 + self.h(4) % 900_000_000)?;
-        o.leaf("email_type", || {
-            if self.h(5) % 10 == 0 {
-                "text"
-            } else {
-                "html"
-            }
-        })?;
+        o.leaf("web_id", || 100_000_000 + v.h(4) % 900_000_000)?;
+        o.leaf(
+            "email_type",
+            || {
+                if v.h(5) % 10 == 0 {
+                    "text"
+                } else {
+                    "html"
+                }
+            },
+        )?;
         match m.defect {
             Some(MemberDefect::BadStatus) => o.leaf("status", || "vip")?,
             _ => o.leaf("status", || m.status.as_str())?,
         }
         o.leaf("consents_to_one_to_one_messaging", || true)?;
-        o.object("merge_fields", || MergeFields { v: self })?;
-        o.object("interests", || Interests { v: self })?;
-        o.object("stats", || Stats { v: self })?;
+        o.object("merge_fields", || MergeFields { v })?;
+        o.object("interests", || Interests { v })?;
+        o.object("stats", || Stats { v })?;
         let imported = m.timestamp_signup == 0;
         o.leaf("ip_signup", || {
             if imported {
@@ -96,22 +87,22 @@ impl Fields for MemberView<'_> {
         })?;
         o.leaf("timestamp_opt", || timestamp(m.timestamp_opt))?;
         o.leaf("member_rating", || {
-            [2, 2, 2, 3, 3, 4, 5, 1][(self.h(8) % 8) as usize]
+            [2, 2, 2, 3, 3, 4, 5, 1][(v.h(8) % 8) as usize]
         })?;
         o.leaf("last_changed", || timestamp(m.last_changed))?;
         o.leaf("language", || {
-            self.pick(9, &["en", "en", "en", "", "de", "fr", "es", "ja", "pl"])
+            v.pick(9, &["en", "en", "en", "", "de", "fr", "es", "ja", "pl"])
         })?;
-        o.leaf("vip", || self.h(10) % 50 == 0)?;
+        o.leaf("vip", || v.h(10) % 50 == 0)?;
         o.leaf("email_client", || {
-            self.pick(11, &["", "Gmail", "Apple Mail", "Outlook 2016", "iPhone"])
+            v.pick(11, &["", "Gmail", "Apple Mail", "Outlook 2016", "iPhone"])
         })?;
-        o.object("location", || Location { v: self })?;
+        o.object("location", || Location { v })?;
         o.leaf("source", || {
             if imported {
                 "Import"
             } else {
-                self.pick(
+                v.pick(
                     12,
                     &["Hosted Signup Form", "API - Generic", "Admin Add", "Zapier"],
                 )
@@ -135,12 +126,12 @@ impl MemberView<'_> {
             "Lead",
             "Imported",
         ];
-        let n = self.h(13) % 4;
+        let n = self.0.h(13) % 4;
         (0..n)
             .map(|i| {
-                let k = ((self.h(14) + i * 2) % NAMES.len() as u64) as usize;
+                let k = ((self.0.h(14) + i * 2) % NAMES.len() as u64) as usize;
                 Tag {
-                    id: 10_000 + k as u64 * 17 + (self.meta.seed % 1000),
+                    id: 10_000 + k as u64 * 17 + (self.0.meta.seed % 1000),
                     name: NAMES[k],
                 }
             })
@@ -150,7 +141,7 @@ impl MemberView<'_> {
     fn links(&self, id: &str) -> Vec<Link> {
         let lists = format!(
             "https://{}.api.mailchimp.com/3.0/lists/{}",
-            self.meta.dc, self.meta.id
+            self.0.meta.dc, self.0.meta.id
         );
         MEMBER_LINKS
             .iter()

@@ -10,10 +10,13 @@ mod faults;
 mod fields;
 mod json;
 mod member_parts;
+mod member_seed;
 mod member_view;
 mod members;
+mod page;
 mod problem;
 mod query;
+mod selection;
 mod store;
 
 use std::collections::HashMap;

@@ -17,18 +17,12 @@ use rand::seq::SliceRandom;
 use super::fields::PathTree;
 use super::members::{Member, Status};
 use super::problem::Problem;
+use super::selection::{SelectionKey, SortField};
 use super::store::ListData;
 use crate::config::MailchimpSimConfig;
 
 /// Largest page Mailchimp serves.
 pub(crate) const MAX_COUNT: usize = 1000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SortField {
-    TimestampOpt,
-    TimestampSignup,
-    LastChanged,
-}
 
 /// A validated members query. Timestamps are in nanoseconds since the epoch.
 #[derive(Debug, Default)]
@@ -226,16 +220,6 @@ impl MemberQuery {
         }
         matching
     }
-}
-
-/// The filter and order of a query: equal keys select the same members from one list version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SelectionKey {
-    since: Option<i64>,
-    before: Option<i64>,
-    status: Option<Status>,
-    sort: Option<(SortField, bool)>,
-    inclusive_since: bool,
 }
 
 /// Parses an ISO 8601 timestamp into nanoseconds; fractions are refused when `strict`.

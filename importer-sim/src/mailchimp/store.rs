@@ -8,20 +8,15 @@
 //! it was (a new member not at all, a deleted one still), as Mailchimp does with bulk changes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::members::{first_name, last_name, mix, ListMeta, Member, MemberDefect, Status};
-use super::query::SelectionKey;
-use crate::lock;
+use super::selection::{SelectionCache, SelectionKey};
 use crate::record::Record;
-
-/// Filtered selections kept per list (each up to 4 bytes per member): one per range a run reads
-/// in parallel, and then some.
-const CACHED_SELECTIONS: usize = 64;
 
 /// Mailchimp's clock and how late its changes become visible.
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,7 +60,7 @@ pub(crate) struct ListData {
     /// Changes not visible yet, oldest first (one delay for all, so in visibility order).
     pending: VecDeque<Pending>,
     /// Positions of recent filtered selections; cleared by every mutation.
-    selections: Mutex<VecDeque<(SelectionKey, Arc<Vec<u32>>)>>,
+    selections: SelectionCache,
 }
 
 impl ListData {
@@ -80,7 +75,7 @@ impl ListData {
             rng,
             clock,
             pending: VecDeque::new(),
-            selections: Mutex::default(),
+            selections: SelectionCache::default(),
         }
     }
 
@@ -161,25 +156,12 @@ impl ListData {
         key: SelectionKey,
         compute: impl FnOnce() -> Vec<u32>,
     ) -> Arc<Vec<u32>> {
-        if let Some((_, hit)) = lock(&self.selections).iter().find(|(k, _)| *k == key) {
-            return Arc::clone(hit);
-        }
-        // Computed outside the cache lock so concurrent pages of other windows do not wait.
-        let positions = Arc::new(compute());
-        let mut cache = lock(&self.selections);
-        if cache.len() >= CACHED_SELECTIONS {
-            cache.pop_front();
-        }
-        cache.push_back((key, Arc::clone(&positions)));
-        positions
+        self.selections.get_or_compute(key, compute)
     }
 
     /// Forgets cached selections; every mutation calls it (it holds the write lock).
     fn changed(&mut self) {
-        self.selections
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.selections.clear();
     }
 
     /// Up to `n` positions among `candidates`, evenly spread from a random start.

@@ -23,7 +23,7 @@ use importer_core::window::{LaneStart, Placement, Range, RangeArgs, PAGE_SIZE};
 use std::time::Duration;
 
 use super::credentials::{self, Credentials};
-use super::{status_label, timed, JobContext, JobError};
+use super::{read, status_label, JobContext, JobError};
 
 /// One position of a range read: what Mailchimp sent there and the key the reader anchors on.
 struct RangeMember {
@@ -75,7 +75,7 @@ impl RangeSource for MailchimpRange<'_> {
             before_last_changed: Some(before),
             ..MembersQuery::new(self.list_id)
         };
-        let page = timed(self.account.members(&query)).await?;
+        let page = read(|| self.account.members(&query)).await?;
         Ok(SourcePage {
             items: page.members.into_iter().map(RangeMember::new).collect(),
             total: page.total_items,

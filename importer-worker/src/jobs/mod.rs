@@ -132,19 +132,47 @@ impl From<importer_core::runs::RunError> for JobError {
     }
 }
 
-/// Times one Mailchimp call into `importer_mailchimp_request_duration_seconds{status}`.
-pub(crate) async fn timed<T>(
-    call: impl std::future::Future<Output = Result<T, MailchimpError>>,
-) -> Result<T, MailchimpError> {
-    let started = Instant::now();
-    let result = call.await;
-    let status = match &result {
-        Ok(_) => "200".to_owned(),
-        Err(e) => status_label(e.status(), e.kind()),
-    };
-    metrics::histogram!("importer_mailchimp_request_duration_seconds", "status" => status)
-        .record(started.elapsed().as_secs_f64());
-    result
+/// Tries of one Mailchimp read before its error fails the job.
+const READ_TRIES: u32 = 3;
+
+/// Makes one Mailchimp read (a GET, so repeating it is harmless), timed into
+/// `importer_mailchimp_request_duration_seconds{status}`, and repeats it at once (after 100 ms,
+/// then 200 ms) on a transient fault: a 5xx, a reset or truncated body, a timeout. A job makes
+/// many reads, and without this one fault in twenty requests fails most plans and pages whole,
+/// spending an attempt and a backoff each time. 429s are not repeated here (they snooze the job,
+/// freeing the account's slot), nor are bodies over the size limit.
+pub(crate) async fn read<T, F, Fut>(call: F) -> Result<T, MailchimpError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MailchimpError>>,
+{
+    let mut tries = 1;
+    loop {
+        let started = Instant::now();
+        let result = call().await;
+        let status = match &result {
+            Ok(_) => "200".to_owned(),
+            Err(e) => status_label(e.status(), e.kind()),
+        };
+        metrics::histogram!("importer_mailchimp_request_duration_seconds", "status" => status)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Err(error) if tries < READ_TRIES && is_transient(&error) => {
+                metrics::counter!("importer_mailchimp_read_retries_total").increment(1);
+                tracing::debug!(%error, tries, "Mailchimp read failed; repeating it");
+                tokio::time::sleep(Duration::from_millis(100 << (tries - 1))).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether repeating a read at once may succeed.
+fn is_transient(error: &MailchimpError) -> bool {
+    error.is_retryable()
+        && !error.is_rate_limited()
+        && !matches!(error, MailchimpError::BodyTooLarge { .. })
 }
 
 /// The `status` label of a request metric: the HTTP status when the server answered, else the

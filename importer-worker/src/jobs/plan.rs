@@ -19,7 +19,7 @@ use importer_core::window::{
 };
 use importer_core::{lists, runs};
 
-use super::{credentials, timed, JobContext, JobError};
+use super::{credentials, read, JobContext, JobError};
 
 /// Plans the run the job belongs to.
 pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
@@ -271,11 +271,10 @@ impl Planner<'_> {
             },
             Ask::SinceRule { second } => {
                 let next = second + ChronoDuration::seconds(1);
-                let at_second = timed(self.mailchimp.count_members(
-                    self.list_id,
-                    Some(second),
-                    Some(next),
-                ))
+                let at_second = read(|| {
+                    self.mailchimp
+                        .count_members(self.list_id, Some(second), Some(next))
+                })
                 .await?;
                 let learned = if at_second > 0 {
                     SinceRule::Inclusive
@@ -304,10 +303,10 @@ impl Planner<'_> {
     /// The count of `gap` and the second of its member at `offset` in `last_changed` order.
     async fn probe(&self, gap: &Range, rule: SinceRule, offset: u64) -> Result<Probe, JobError> {
         let (since, before) = gap.query_bounds(rule);
-        Ok(timed(
+        Ok(read(|| {
             self.mailchimp
-                .probe(self.list_id, since, Some(before), offset),
-        )
+                .probe(self.list_id, since, Some(before), offset)
+        })
         .await?)
     }
 }
