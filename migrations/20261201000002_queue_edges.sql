@@ -33,3 +33,10 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 COMMENT ON FUNCTION importer.push_error(jsonb, jsonb) IS
     'Appends entry to an error history, keeping the newest 20 entries (errors_total counts them all)';
+
+-- A job kind that does nothing: benchmarks push it through the real worker to measure the
+-- queue itself (claim, dispatch, completion) without any HTTP.
+ALTER TABLE importer.jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE importer.jobs ADD CONSTRAINT jobs_kind_check
+    CHECK (kind IN ('plan_run', 'import_window', 'noop'));
+COMMENT ON COLUMN importer.jobs.kind IS 'plan_run (count the window, enqueue its import_window jobs), import_window (read a range, map, post) or noop (does nothing: benchmarks of the queue)';

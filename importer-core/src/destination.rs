@@ -58,26 +58,46 @@ pub enum DestinationError {
     Transport(#[source] reqwest::Error),
     /// 401: missing or wrong key.
     #[error("destination refused the key (401): {message}")]
-    Unauthorized { message: String },
+    Unauthorized {
+        /// The destination's error message.
+        message: String,
+    },
     /// 400: a record the destination will never take; the message names its index.
     #[error("destination rejected the batch (400): {message}")]
-    BadRequest { message: String },
+    BadRequest {
+        /// The destination's error message, naming the bad record's index.
+        message: String,
+    },
     /// 413: the batch is larger than the destination's limit, so `max_batch` is misconfigured.
     #[error("destination batch too large (413), lower max_batch: {message}")]
-    PayloadTooLarge { message: String },
+    PayloadTooLarge {
+        /// The destination's error message.
+        message: String,
+    },
     /// Any other non-2xx answer; retryable when 5xx, 408 or 429.
     #[error("destination answered {status}: {message}")]
     Status {
+        /// HTTP status the destination answered.
         status: u16,
+        /// The destination's error message.
         message: String,
+        /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
     /// Fewer records accepted than sent: part of the batch was not stored (re-sending is safe).
     #[error("destination accepted {accepted} of {sent} records")]
-    ShortCount { sent: usize, accepted: u64 },
+    ShortCount {
+        /// Records in the batch.
+        sent: usize,
+        /// Records the destination says it accepted.
+        accepted: u64,
+    },
     /// A 2xx answer that is not `{"status": "OK", "response": <count>}`.
     #[error("destination response is malformed: {reason}")]
-    Malformed { reason: String },
+    Malformed {
+        /// What is wrong with the response.
+        reason: String,
+    },
 }
 
 impl DestinationError {

@@ -8,6 +8,8 @@
 //!   range while contacts change ([`range_reader`]);
 //! - deployment settings such as the sync lag ([`settings`]).
 
+#![warn(unreachable_pub, missing_docs)]
+
 pub mod accounts;
 pub mod backoff;
 pub mod destination;

@@ -12,8 +12,11 @@ use crate::rejection::{RejectReason, Rejection};
 pub struct Record {
     /// Mailchimp's member id (MD5 of the lowercased email); the destination upserts by it.
     pub id: String,
+    /// The member's `FNAME` merge field, `""` when absent.
     pub firstname: String,
+    /// The member's `LNAME` merge field, `""` when absent.
     pub lastname: String,
+    /// The member's `email_address`.
     pub email: String,
     /// One of the six Mailchimp statuses.
     pub status: String,

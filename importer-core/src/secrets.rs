@@ -20,13 +20,24 @@ const TAG_LEN: usize = 16;
 pub enum SecretError {
     /// The environment variable holding the encryption key is unset or not unicode.
     #[error("environment variable {var} is not set: it must hold the 32-byte encryption key as 64 hex characters")]
-    MissingEnv { var: String },
+    MissingEnv {
+        /// Name of the environment variable.
+        var: String,
+    },
     /// The encryption key is not 64 hex characters (the key itself is never echoed).
     #[error("{origin}: the encryption key must be 64 hex characters (32 bytes)")]
-    BadKey { origin: String },
+    BadKey {
+        /// Where the key came from: the environment variable's name, or `encryption key`.
+        origin: String,
+    },
     /// The stored value is shorter than a nonce plus a tag: not something we encrypted.
     #[error("stored secret is {len} bytes, shorter than a nonce and tag ({min} bytes)")]
-    TooShort { len: usize, min: usize },
+    TooShort {
+        /// Length of the stored value, in bytes.
+        len: usize,
+        /// Smallest valid length: nonce plus tag, in bytes.
+        min: usize,
+    },
     /// Authentication failed: wrong encryption key, or the stored bytes were altered.
     #[error("stored secret failed to decrypt: wrong encryption key or corrupted data")]
     Decrypt,

@@ -19,22 +19,22 @@ pub enum LogFormat {
 /// The defaults, written once: clap's `default_value_t` and [`WorkerConfig::default`] both
 /// read them.
 mod defaults {
-    pub const CONCURRENCY: usize = 50;
-    pub const CLAIM_BATCH: usize = 100;
-    pub const LEASE_SECS: u64 = 60;
-    pub const POLL_MS: u64 = 1000;
-    pub const TICK_SECS: u64 = 5;
-    pub const HTTP_ADDR: &str = "0.0.0.0:9090";
-    pub const SHUTDOWN_GRACE_SECS: u64 = 30;
-    pub const MAILCHIMP_TIMEOUT_SECS: u64 = 30;
-    pub const MAX_BODY_BYTES: usize = importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES;
-    pub const DESTINATION_TIMEOUT_SECS: u64 = 30;
-    pub const DESTINATION_MAX_BATCH: usize = 1000;
-    pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
-    pub const RETRY_BASE_MS: u64 = 5000;
-    pub const RETRY_MAX_SECS: u64 = 600;
-    pub const MAX_SNOOZES: u32 = 100;
-    pub const MAX_SNOOZE_AGE_SECS: u64 = 1800;
+    pub(super) const CONCURRENCY: usize = 50;
+    pub(super) const CLAIM_BATCH: usize = 100;
+    pub(super) const LEASE_SECS: u64 = 60;
+    pub(super) const POLL_MS: u64 = 1000;
+    pub(super) const TICK_SECS: u64 = 5;
+    pub(super) const HTTP_ADDR: &str = "0.0.0.0:9090";
+    pub(super) const SHUTDOWN_GRACE_SECS: u64 = 30;
+    pub(super) const MAILCHIMP_TIMEOUT_SECS: u64 = 30;
+    pub(super) const MAX_BODY_BYTES: usize = importer_core::mailchimp::DEFAULT_MAX_BODY_BYTES;
+    pub(super) const DESTINATION_TIMEOUT_SECS: u64 = 30;
+    pub(super) const DESTINATION_MAX_BATCH: usize = 1000;
+    pub(super) const MAX_RETRY_AFTER_SECS: u64 = 3600;
+    pub(super) const RETRY_BASE_MS: u64 = 5000;
+    pub(super) const RETRY_MAX_SECS: u64 = 600;
+    pub(super) const MAX_SNOOZES: u32 = 100;
+    pub(super) const MAX_SNOOZE_AGE_SECS: u64 = 1800;
 }
 
 /// Everything one worker process needs besides the database URL and the secret key.

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// The fraction of the lease after which a job whose lease was not renewed is stopped: past
 /// two missed heartbeats (one every third of the lease), with a third of the lease left for
 /// the job's task to stop before another worker may claim it.
-pub const AT_RISK: f64 = 2.0 / 3.0;
+pub(crate) const AT_RISK: f64 = 2.0 / 3.0;
 
 /// One running job: its fence, the token that stops its task, and when its lease was last
 /// known to be extended (claimed or renewed).
@@ -29,13 +29,13 @@ struct Entry {
 
 /// The jobs this worker is running.
 #[derive(Default, Clone)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     jobs: Arc<Mutex<HashMap<i64, Entry>>>,
 }
 
 impl InFlight {
     /// Registers a running job whose lease was just granted.
-    pub fn insert(&self, fence: Fence, token: CancellationToken) {
+    pub(crate) fn insert(&self, fence: Fence, token: CancellationToken) {
         let entry = Entry {
             fence,
             token,
@@ -45,23 +45,18 @@ impl InFlight {
     }
 
     /// Forgets a job that ended.
-    pub fn remove(&self, job_id: i64) {
+    pub(crate) fn remove(&self, job_id: i64) {
         self.lock().remove(&job_id);
     }
 
     /// The fences of every running job.
-    pub fn fences(&self) -> Vec<Fence> {
+    pub(crate) fn fences(&self) -> Vec<Fence> {
         self.lock().values().map(|e| e.fence).collect()
     }
 
     /// Jobs running now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// True when no job runs.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Marks `held` as renewed at `at` and cancels (and forgets) the jobs of `asked` that are
@@ -100,7 +95,7 @@ impl InFlight {
     }
 
     /// Cancels every running job's task and returns their fences (hard stop at shutdown).
-    pub fn cancel_all(&self) -> Vec<Fence> {
+    pub(crate) fn cancel_all(&self) -> Vec<Fence> {
         let mut jobs = self.lock();
         jobs.drain()
             .map(|(_, e)| {
@@ -118,7 +113,7 @@ impl InFlight {
 
 /// Extends the leases of `in_flight` every `interval` until `stop` is cancelled, and stops the
 /// jobs whose lease is lost or could not be renewed for [`AT_RISK`] of `lease`.
-pub async fn run(
+pub(crate) async fn run(
     pool: PgPool,
     in_flight: InFlight,
     lease: Duration,

@@ -3,6 +3,8 @@
 //! [`run`] is the whole worker as a library function (tests and `importer-admin demo` run it in
 //! process); the binary parses configuration, wires signals and calls it.
 
+#![warn(unreachable_pub, missing_docs)]
+
 /// Logs one line about a job at `$level`, naming the job, its run and its account in the line
 /// itself, so the context is there whatever level the log filter lets spans through.
 macro_rules! job_line {
@@ -18,15 +20,17 @@ macro_rules! job_line {
     };
 }
 
-pub mod config;
+mod completer;
+mod config;
 mod dispatch;
 mod health;
-pub mod heartbeat;
-pub mod http;
-pub mod jobs;
-pub mod listener;
-pub mod runner;
-pub mod telemetry;
+mod heartbeat;
+mod http;
+mod jobs;
+mod listener;
+mod runner;
+mod telemetry;
 
-pub use config::{LogFormat, WorkerConfig};
+pub use config::{InvalidConfig, LogFormat, WorkerConfig};
 pub use runner::{run, WorkerReport};
+pub use telemetry::init_tracing;

@@ -7,14 +7,14 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 /// A notification listener that degrades to polling when its connection is lost.
-pub struct JobListener {
+pub(crate) struct JobListener {
     inner: Option<PgListener>,
 }
 
 impl JobListener {
     /// Connects and registers for notifications. Call it *before* the first claim, so a job
     /// inserted between that claim's query and the first wait still wakes us.
-    pub async fn connect(pool: &PgPool) -> Self {
+    pub(crate) async fn connect(pool: &PgPool) -> Self {
         let inner = match PgListener::connect_with(pool).await {
             Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => Some(listener),
@@ -33,7 +33,7 @@ impl JobListener {
 
     /// Waits for a notification; never returns if notifications are unavailable (the caller
     /// races this against its poll timer). Coalesces a burst of notifications into one wake-up.
-    pub async fn notified(&mut self) {
+    pub(crate) async fn notified(&mut self) {
         let Some(listener) = self.inner.as_mut() else {
             return std::future::pending().await;
         };

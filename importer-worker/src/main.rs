@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use importer_core::secrets::SecretBox;
-use importer_worker::{telemetry, LogFormat, WorkerConfig};
+use importer_worker::{init_tracing, LogFormat, WorkerConfig};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.worker.validate()?;
     // Flushes buffered log lines when main returns.
-    let _log_guard = telemetry::init_tracing(cli.log_format);
+    let _log_guard = init_tracing(cli.log_format);
     let secrets = SecretBox::from_env().context("Failed to load the secret encryption key")?;
     let pool = connect(&cli.database_url, cli.worker.pool_size()).await?;
 

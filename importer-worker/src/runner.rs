@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::completer::Completer;
 use crate::config::WorkerConfig;
 use crate::dispatch::Dispatcher;
 use crate::health::Health;
@@ -72,12 +73,14 @@ async fn run_inner(
     })?;
     let in_flight = InFlight::default();
     let health = Health::default();
+    let (completer, completer_task) = Completer::start(pool.clone());
     let ctx = Arc::new_cyclic(|me| JobContext {
         pool: pool.clone(),
         mailchimp,
         destination,
         secrets,
         retry_policy: config.retry_policy(),
+        completer,
         worker_id: worker_id.clone(),
         lease: config.lease(),
         dispatcher: Dispatcher::new(config.concurrency, in_flight.clone()),
@@ -142,6 +145,8 @@ async fn run_inner(
         );
     }
     services.cancel();
+    // Every job has ended, so no completion is waiting: the task only waits for its channel.
+    completer_task.abort();
     let _ = heartbeat_task.await;
     if let Some(task) = http_task {
         let _ = task.await;

@@ -31,7 +31,7 @@ pub fn init_tracing(format: LogFormat) -> WorkerGuard {
 }
 
 /// The process's Prometheus recorder, installed on first use (several in-process workers share it).
-pub fn metrics_handle() -> &'static PrometheusHandle {
+pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()

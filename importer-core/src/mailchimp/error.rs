@@ -41,36 +41,55 @@ pub enum MailchimpError {
     Transport(#[source] reqwest::Error),
     /// 401: missing, invalid or revoked key, or the wrong data centre.
     #[error("Mailchimp refused the API key (401): {}", show(.detail))]
-    Unauthorized { detail: Option<String> },
+    Unauthorized {
+        /// Mailchimp's `detail`, when its error body had one.
+        detail: Option<String>,
+    },
     /// 404: the list does not exist or belongs to another key.
     #[error("Mailchimp resource not found (404): {}", show(.detail))]
-    NotFound { detail: Option<String> },
+    NotFound {
+        /// Mailchimp's `detail`, when its error body had one.
+        detail: Option<String>,
+    },
     /// 429, or a 403 without a body (what Mailchimp sends at very high volume).
     #[error("Mailchimp rate-limited the request ({status}): {}", show(.detail))]
     TooManyRequests {
+        /// HTTP status Mailchimp answered (429 or 403).
         status: u16,
+        /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
+        /// Mailchimp's `detail`, when its error body had one.
         detail: Option<String>,
     },
     /// Any other non-2xx answer; retryable when 5xx or 408.
     #[error("Mailchimp answered {status} {}: {}", show(.title), show(.detail))]
     Status {
+        /// HTTP status Mailchimp answered.
         status: u16,
+        /// Mailchimp's `title`, when its error body had one.
         title: Option<String>,
+        /// Mailchimp's `detail`, when its error body had one.
         detail: Option<String>,
+        /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
     /// A 2xx body that is not the expected JSON (malformed, truncated, or the connection broke
     /// while it was read).
     #[error("Mailchimp response body is malformed: {reason}")]
-    Malformed { reason: String },
+    Malformed {
+        /// What is wrong with the body.
+        reason: String,
+    },
     /// A 2xx body longer than the configured maximum; reading stopped there (retryable: a
     /// smaller page may fit, and a persistent cause ends in the dead-letter store with this
     /// message).
     #[error(
         "Mailchimp response body exceeds the limit of {limit} bytes (MAILCHIMP_MAX_BODY_BYTES)"
     )]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// The configured maximum body size, in bytes.
+        limit: usize,
+    },
 }
 
 fn show(value: &Option<String>) -> &str {

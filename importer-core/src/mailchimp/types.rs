@@ -44,8 +44,11 @@ impl MembersQuery {
 /// Mailchimp's `sort_field` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SortField {
+    /// `timestamp_opt`: when the member opted in.
     TimestampOpt,
+    /// `timestamp_signup`: when the member signed up.
     TimestampSignup,
+    /// `last_changed`: when the member was last changed.
     LastChanged,
 }
 
@@ -63,7 +66,9 @@ impl SortField {
 /// Mailchimp's `sort_dir` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SortDir {
+    /// `ASC`: ascending.
     Asc,
+    /// `DESC`: descending.
     Desc,
 }
 
@@ -80,11 +85,17 @@ impl SortDir {
 /// The six member statuses Mailchimp knows (and the destination accepts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MemberStatus {
+    /// `subscribed`.
     Subscribed,
+    /// `unsubscribed`.
     Unsubscribed,
+    /// `cleaned`.
     Cleaned,
+    /// `pending`.
     Pending,
+    /// `transactional`.
     Transactional,
+    /// `archived`.
     Archived,
 }
 
@@ -120,14 +131,19 @@ impl MemberStatus {
 /// A member, reduced to the fields we map. Absent and `null` fields are `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// Mailchimp's member id (the subscriber hash); use it as sent.
     #[serde(default)]
     pub id: Option<String>,
+    /// The member's email address.
     #[serde(default)]
     pub email_address: Option<String>,
+    /// The member's status as sent (`subscribed`, …), not yet validated.
     #[serde(default)]
     pub status: Option<String>,
+    /// The merge fields we map; empty when absent or `null`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub merge_fields: MergeFields,
+    /// When Mailchimp last changed the member (`YYYY-MM-DDTHH:MM:SS+00:00`, whole seconds).
     #[serde(default)]
     pub last_changed: Option<String>,
 }
@@ -178,8 +194,10 @@ fn fast_utc_seconds(v: &str) -> Option<i64> {
 /// The merge fields we map.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MergeFields {
+    /// `FNAME`: the first name.
     #[serde(rename = "FNAME", default)]
     pub fname: Option<String>,
+    /// `LNAME`: the last name.
     #[serde(rename = "LNAME", default)]
     pub lname: Option<String>,
 }
@@ -196,7 +214,9 @@ where
 /// A list's name and size (`GET /lists/{list_id}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListInfo {
+    /// The list (audience) id.
     pub id: String,
+    /// The list's name.
     pub name: String,
     /// Mailchimp's `stats.member_count`.
     pub member_count: u64,

@@ -28,7 +28,7 @@ use sqlx::{PgExecutor, PgPool};
 use super::{fence_arrays, micros, ClaimedJob, Fence, QueueError};
 
 /// How long an expired lease with a slot keeps counting against its account's cap.
-pub const SLOT_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const SLOT_GRACE: Duration = Duration::from_secs(2);
 
 /// Most exhausted expired leases dead-lettered per [`reap_expired`] call.
 const REAP_BATCH: i64 = 1000;

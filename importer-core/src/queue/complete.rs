@@ -26,6 +26,18 @@ pub struct Completion {
     pub cost: Cost,
 }
 
+impl Completion {
+    /// Whether [`complete_many`] records all of it (records imported, nothing else): such
+    /// completions may be batched.
+    pub fn fits_batch(&self) -> bool {
+        self.rejected.is_empty()
+            && self.children.is_empty()
+            && self.members_total.is_none()
+            && self.covered.is_empty()
+            && self.cost == Cost::default()
+    }
+}
+
 /// A `[lo, hi)` interval of `last_changed`; `lo = None` is the start of time (a full sync).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval {

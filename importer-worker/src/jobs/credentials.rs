@@ -11,7 +11,7 @@ use importer_core::secrets::Secret;
 use super::{JobContext, JobError};
 
 /// What a job needs to talk to both APIs for one account.
-pub struct Credentials {
+pub(super) struct Credentials {
     /// Mailchimp, bound to the account's key and base URL.
     pub mailchimp: MailchimpAccount,
     /// Base URL of the records API.
@@ -28,7 +28,7 @@ pub struct Credentials {
 /// A secret this worker cannot decrypt is this worker's fault ([`JobError::WorkerFault`]): its
 /// `IMPORTER_SECRET_KEY` differs from the one that encrypted the secrets, and other workers
 /// with the right key can run the job.
-pub async fn load(ctx: &JobContext, account_id: i64) -> Result<Credentials, JobError> {
+pub(super) async fn load(ctx: &JobContext, account_id: i64) -> Result<Credentials, JobError> {
     let stored = accounts::credentials_for_job(&ctx.pool, account_id)
         .await?
         .ok_or_else(|| JobError::Permanent(format!("account {account_id} does not exist")))?;

@@ -107,7 +107,7 @@ const HEADS_WAIT: Duration = Duration::from_secs(2);
 const HEADS_GIVE_UP: Duration = Duration::from_secs(20);
 
 /// Imports the range (or the lane of a range) the job names.
-pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
+pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
     let args: RangeArgs = serde_json::from_value(job.args.clone())
         .map_err(|e| JobError::Permanent(format!("malformed import_window args: {e}")))?;
     let creds = credentials::load(ctx, job.account_id).await?;

@@ -18,11 +18,12 @@ use importer_core::secrets::SecretBox;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::completer::Completer;
 use crate::dispatch::Dispatcher;
 use crate::health::Health;
 
 /// What every job needs: the database, the HTTP clients and the key that opens the secrets.
-pub struct JobContext {
+pub(crate) struct JobContext {
     /// The database pool.
     pub pool: PgPool,
     /// One pooled Mailchimp client per process.
@@ -37,6 +38,8 @@ pub struct JobContext {
     pub worker_id: String,
     /// The lease of a claimed job.
     pub lease: Duration,
+    /// Completes jobs whose result fits a batch.
+    pub(crate) completer: Completer,
     /// Starts jobs: those claimed and those received by slot handoff.
     pub(crate) dispatcher: Dispatcher,
     /// This context, for starting a handed-over job from inside a running one.
@@ -49,7 +52,7 @@ pub struct JobContext {
 
 /// Why a job did not complete, and so what happens to it.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub(crate) enum JobError {
     /// Transient: back to the queue with backoff (or the server's Retry-After), spending an attempt.
     #[error("{message}")]
     Retryable {
@@ -204,11 +207,12 @@ async fn execute(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
     match job.kind {
         JobKind::PlanRun => plan::run(ctx, job).await,
         JobKind::ImportWindow => import::run(ctx, job).await,
+        JobKind::Noop => Ok(Completion::default()),
     }
 }
 
 /// Runs a claimed job to its end and records the outcome on the queue.
-pub async fn run(ctx: &JobContext, job: &ClaimedJob) {
+pub(crate) async fn run(ctx: &JobContext, job: &ClaimedJob) {
     let started = Instant::now();
     let kind = job.kind.as_str();
     let result = execute(ctx, job).await;
@@ -226,13 +230,28 @@ async fn settle(
     job: &ClaimedJob,
     result: Result<Completion, JobError>,
 ) -> &'static str {
+    use Recorded::{Completed, Fenced};
     let fence = job.fence();
     let (message, retry_after) = match result {
         Ok(completion) => {
             let imported = completion.records_imported;
             let rejected = completion.rejected.len();
-            match queue::complete(&ctx.pool, fence, completion).await {
-                Ok(outcome) if outcome.is_fenced() => {
+            let recorded = if completion.fits_batch() {
+                ctx.completer.complete(fence, imported).await.map(|held| {
+                    if held {
+                        Completed
+                    } else {
+                        Fenced
+                    }
+                })
+            } else {
+                queue::complete(&ctx.pool, fence, completion)
+                    .await
+                    .map(|o| if o.is_fenced() { Fenced } else { Completed })
+                    .map_err(|e| e.to_string())
+            };
+            match recorded {
+                Ok(Fenced) => {
                     job_line!(
                         warn,
                         job,
@@ -240,7 +259,7 @@ async fn settle(
                     );
                     return "fenced";
                 }
-                Ok(_) => {
+                Ok(Completed) => {
                     metrics::counter!("importer_records_imported_total")
                         .increment(imported.max(0) as u64);
                     metrics::counter!("importer_records_rejected_total").increment(rejected as u64);
@@ -341,6 +360,12 @@ async fn settle(
             "error"
         }
     }
+}
+
+/// Whether a completion was recorded or refused by the fence.
+enum Recorded {
+    Completed,
+    Fenced,
 }
 
 /// Logs what a retry did; returns the outcome label.

@@ -22,7 +22,7 @@ use importer_core::{lists, runs};
 use super::{credentials, read, JobContext, JobError};
 
 /// Plans the run the job belongs to.
-pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
+pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
     let run_id = job
         .run_id
         .ok_or_else(|| JobError::Permanent("plan_run job without a run".to_owned()))?;
