@@ -132,3 +132,28 @@ export async function serverVersion(pool) {
   }
   return rows[0].v.split(" ")[0];
 }
+
+/**
+ * Each worker process's pg pool: max(10, C + 1), as graphile-worker's perfTest sets it and its
+ * own warning asks (one connection stays on LISTEN; node-postgres' default is 10), lowered so
+ * that `processes` pools fit in the server's free connections with a margin of 4 (e.g. 2 x 51
+ * would not fit in PostgreSQL's default max_connections of 100). Fails below 2.
+ */
+export async function workerPoolSize(pool, concurrency, processes) {
+  const wanted = Math.max(10, concurrency + 1);
+  const { rows } = await pool.query(
+    `select current_setting('max_connections')::int
+            - current_setting('superuser_reserved_connections')::int
+            - (select count(*)::int from pg_stat_activity where backend_type = 'client backend') as free`,
+  );
+  const fits = Math.floor((rows[0].free - 4) / processes);
+  if (fits < 2) {
+    throw new Error(`only ${rows[0].free} free connections on the server: not enough for ${processes} worker pools`);
+  }
+  if (fits < wanted) {
+    process.stderr.write(
+      `note: pool of ${fits} connections per process instead of ${wanted} (the server has ${rows[0].free} free)\n`,
+    );
+  }
+  return Math.min(wanted, fits);
+}

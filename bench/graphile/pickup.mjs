@@ -32,6 +32,7 @@ import {
   round,
   serverVersion,
   sleep,
+  workerPoolSize,
 } from "./common.mjs";
 
 const USAGE =
@@ -75,7 +76,7 @@ async function main() {
       connectionString: args.database,
       schema: SCHEMA,
       concurrency: args.concurrency,
-      maxPoolSize: Math.max(10, args.concurrency + 1),
+      maxPoolSize: await workerPoolSize(pool, args.concurrency, 1),
       noHandleSignals: true,
       logger,
       events,

@@ -32,6 +32,7 @@ import {
   round,
   serverVersion,
   sleep,
+  workerPoolSize,
 } from "./common.mjs";
 
 const USAGE =
@@ -50,9 +51,8 @@ const SPEC = {
   // completeJobBatchDelay/failJobBatchDelay (ms to gather completions into one query; -1 = off).
   "local-queue": { type: "int", default: -1, min: -1 },
   "complete-batch-delay": { type: "int", default: -1, min: -1 },
-  // Each process's pg pool. Default C + 1 (at least 10, node-postgres' default), as
-  // graphile-worker's perfTest sets it: one connection stays on LISTEN, so the pool never
-  // limits the C concurrent jobs.
+  // Each process's pg pool. Default max(10, C + 1), as graphile-worker's perfTest sets it (one
+  // connection stays on LISTEN), lowered to fit the server's free connections: workerPoolSize.
   "max-pool-size": { type: "int", min: 1 },
   timeout: { type: "int", default: 600, min: 1 },
   keep: { type: "boolean", default: false },
@@ -62,7 +62,6 @@ const SPEC = {
 };
 
 const args = parseCli(USAGE, SPEC);
-const maxPoolSize = args["max-pool-size"] ?? Math.max(10, args.concurrency + 1);
 
 if (args.child) {
   await child();
@@ -79,6 +78,7 @@ async function child() {
   process.on("disconnect", () => process.exit(3));
   const logger = makeLogger(args.verbose, "graphile-child");
   let handled = 0;
+  const maxPoolSize = args["max-pool-size"];
   const worker = { maxPoolSize };
   if (args["local-queue"] > 0) worker.localQueue = { size: args["local-queue"] };
   if (args["complete-batch-delay"] >= 0) {
@@ -158,6 +158,8 @@ async function parent() {
   }
   try {
     const postgres = await serverVersion(pool);
+    const maxPoolSize =
+      args["max-pool-size"] ?? (await workerPoolSize(pool, args.concurrency, args.processes));
     await freshSchema(pool, args.database, logger);
 
     // Enqueue: graphile_worker.add_jobs() over B job specs per statement.

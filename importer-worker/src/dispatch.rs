@@ -1,7 +1,8 @@
 //! Starting jobs: the one place that turns a leased job into a running task, whether the claim
 //! loop claimed it or a finishing job received it by slot handoff.
 //!
-//! A job runs only with a capacity permit, is registered in [`InFlight`] (so heartbeats renew
+//! A job runs only with a capacity permit (given back when its work ends, before its outcome
+//! commits), is registered in [`InFlight`] (so heartbeats renew
 //! it and shutdown can release it) and is spawned on the worker's [`TaskTracker`] (so shutdown
 //! waits for it). A job handed over during shutdown is therefore waited for or released like
 //! any other, never orphaned.
@@ -94,15 +95,15 @@ impl Dispatcher {
         self.tracker.spawn(
             async move {
                 tokio::select! {
-                    _ = jobs::run(&ctx, &job) => {}
+                    _ = jobs::run(&ctx, &job, permit) => {}
                     _ = token.cancelled() => {
                         job_line!(warn, job, "job stopped: lease lost or at risk, or shutdown grace period over");
                     }
                 }
                 ctx.dispatcher.in_flight.remove(job.id);
                 metrics::gauge!("importer_jobs_in_flight").decrement(1.0);
-                // The capacity permit frees here; wake the claim loop to use it.
-                drop(permit);
+                // The capacity permit was freed when the work ended (or with the cancelled
+                // job); wake the claim loop to use it.
                 ctx.dispatcher.slot_freed.notify_one();
             }
             .instrument(span),

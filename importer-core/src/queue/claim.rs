@@ -30,39 +30,9 @@ use super::{fence_arrays, micros, ClaimedJob, Fence, QueueError};
 /// How long an expired lease with a slot keeps counting against its account's cap.
 pub(crate) const SLOT_GRACE: Duration = Duration::from_secs(2);
 
-/// Most exhausted expired leases dead-lettered per [`reap_expired`] call.
-const REAP_BATCH: i64 = 1000;
-
-/// Leases up to `limit` jobs to `worker_id` for `lease`, each holding a Mailchimp slot.
-///
-/// Claimable jobs are waiting jobs whose `run_after` has passed and jobs whose lease expired
-/// with attempts left; paused accounts are skipped and no account exceeds its
-/// `max_concurrency` live slots. Attempts are counted here. Returns fewer jobs (possibly none)
-/// when nothing more is claimable or other claimers hold the accounts at this instant; poll
-/// again later or on [`NOTIFY_CHANNEL`](super::NOTIFY_CHANNEL). Errors are database failures.
-pub async fn claim(
-    pool: &PgPool,
-    worker_id: &str,
-    limit: usize,
-    lease: Duration,
-) -> Result<Vec<ClaimedJob>, QueueError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut tx = pool.begin().await?;
-    // A claim need not wait for its WAL flush: if PostgreSQL itself crashes before the flush, the
-    // claim is simply lost and the job is waiting again (delivery is at least once anyway), while
-    // an idle worker picks a new job up one disk flush sooner. Completions stay synchronous.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    reap_expired(&mut *tx).await?;
-
-    // Candidates come from the jobs (a skip scan over jobs_waiting, and expired leases), not
-    // from a scan of all accounts: the work is proportional to the accounts that have jobs.
-    let accounts: Vec<i64> = sqlx::query_scalar(
-        "WITH RECURSIVE pivot AS MATERIALIZED (
+/// Step 2 of the claim: lock the accounts this claim may serve (`$1` limit, `$2` slot grace in
+/// microseconds, `$3` accounts visited by the skip scan).
+const CLAIM_ACCOUNTS: &str = "WITH RECURSIVE pivot AS MATERIALIZED (
              SELECT floor(random() * (coalesce((SELECT max(id) FROM importer.accounts), 0) + 1))::bigint AS id
          ),
          -- distinct accounts with waiting jobs, a skip scan over jobs_waiting (one index probe
@@ -115,12 +85,21 @@ pub async fn claim(
                           - (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
                               WHERE s.account_id = c.account_id AND s.holds_slot
                                 AND s.locked_until > now() - $2 * interval '1 microsecond'),
+                          -- due jobs, counted in two index ranges (jobs_waiting, jobs_leased),
+                          -- each in its index's order so that the planner walks the index: one
+                          -- OR over both, or no order, ran as a sequential scan per account
                           (SELECT count(*) FROM (
                                SELECT 1 FROM importer.jobs j
                                 WHERE j.account_id = c.account_id
-                                  AND ((j.locked_until IS NULL AND j.run_after <= now())
-                                       OR (j.locked_until <= now() AND j.attempts < j.max_attempts))
-                                LIMIT $1) d)) AS offer
+                                  AND j.locked_until IS NULL AND j.run_after <= now()
+                                ORDER BY j.run_after, j.id
+                                LIMIT $1) d)
+                          + (SELECT count(*) FROM (
+                               SELECT 1 FROM importer.jobs j
+                                WHERE j.account_id = c.account_id
+                                  AND j.locked_until <= now() AND j.attempts < j.max_attempts
+                                ORDER BY j.locked_until
+                                LIMIT $1) e)) AS offer
                FROM candidates c
                JOIN importer.accounts a ON a.id = c.account_id
               WHERE NOT a.paused
@@ -141,13 +120,45 @@ pub async fn claim(
            JOIN offers o ON o.id = a.id AND o.offer > 0
           ORDER BY a.last_claimed_at NULLS FIRST, a.id
           LIMIT (SELECT count(*) FROM needed)
-            FOR NO KEY UPDATE OF a SKIP LOCKED",
-    )
-    .bind(limit)
-    .bind(micros(SLOT_GRACE))
-    .bind(limit.saturating_mul(2).saturating_add(32).min(4096))
-    .fetch_all(&mut *tx)
-    .await?;
+            FOR NO KEY UPDATE OF a SKIP LOCKED";
+
+/// Most exhausted expired leases dead-lettered per [`reap_expired`] call.
+const REAP_BATCH: i64 = 1000;
+
+/// Leases up to `limit` jobs to `worker_id` for `lease`, each holding a Mailchimp slot.
+///
+/// Claimable jobs are waiting jobs whose `run_after` has passed and jobs whose lease expired
+/// with attempts left; paused accounts are skipped and no account exceeds its
+/// `max_concurrency` live slots. Attempts are counted here. Returns fewer jobs (possibly none)
+/// when nothing more is claimable or other claimers hold the accounts at this instant; poll
+/// again later or on [`NOTIFY_CHANNEL`](super::NOTIFY_CHANNEL). Errors are database failures.
+pub async fn claim(
+    pool: &PgPool,
+    worker_id: &str,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedJob>, QueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut tx = pool.begin().await?;
+    // A claim need not wait for its WAL flush: if PostgreSQL itself crashes before the flush, the
+    // claim is simply lost and the job is waiting again (delivery is at least once anyway), while
+    // an idle worker picks a new job up one disk flush sooner. Completions stay synchronous.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    reap_expired(&mut *tx).await?;
+
+    // Candidates come from the jobs (a skip scan over jobs_waiting, and expired leases), not
+    // from a scan of all accounts: the work is proportional to the accounts that have jobs.
+    let accounts: Vec<i64> = sqlx::query_scalar(CLAIM_ACCOUNTS)
+        .bind(limit)
+        .bind(micros(SLOT_GRACE))
+        .bind(limit.saturating_mul(2).saturating_add(32).min(4096))
+        .fetch_all(&mut *tx)
+        .await?;
     if accounts.is_empty() {
         tx.commit().await?;
         return Ok(Vec::new());
@@ -377,4 +388,59 @@ pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError>
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(released).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Regression: the due-jobs count of each candidate account was one OR over waiting and
+    /// expired jobs, which PostgreSQL ran as a sequential scan of `jobs` per account (2x slower
+    /// claims at 50,000 jobs, and linear in the table's size). Each part now has its index.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn the_account_step_of_a_claim_reads_jobs_through_indexes_only(pool: PgPool) {
+        sqlx::raw_sql(
+            "INSERT INTO importer.accounts (name, mailchimp_key, mailchimp_key_hint, destination_url,
+                                            destination_key, destination_key_hint, max_concurrency)
+             SELECT 'a' || g, '\\x00', '.', 'http://x', '\\x00', '.', 1000 FROM generate_series(1, 20) g;
+             INSERT INTO importer.jobs (kind, args, account_id, max_attempts)
+             SELECT 'noop', '{}', 1 + g % 20, 5 FROM generate_series(1, 50000) g;
+             ANALYZE importer.jobs;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let plan: serde_json::Value =
+            sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {CLAIM_ACCOUNTS}"))
+                .bind(50_i64)
+                .bind(micros(SLOT_GRACE))
+                .bind(132_i64)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let text = plan.to_string();
+        assert!(text.contains("jobs_waiting"), "{text}");
+        let mut scans = Vec::new();
+        collect_seq_scans(&plan, &mut scans);
+        assert!(
+            !scans.contains(&"jobs".to_owned()),
+            "sequential scan of jobs: {text}"
+        );
+    }
+
+    fn collect_seq_scans(node: &serde_json::Value, out: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                if map.get("Node Type").and_then(|t| t.as_str()) == Some("Seq Scan") {
+                    if let Some(rel) = map.get("Relation Name").and_then(|r| r.as_str()) {
+                        out.push(rel.to_owned());
+                    }
+                }
+                map.values().for_each(|v| collect_seq_scans(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_seq_scans(v, out)),
+            _ => {}
+        }
+    }
 }

@@ -16,6 +16,7 @@ use importer_core::queue::{
 use importer_core::range_reader::ReadError;
 use importer_core::secrets::SecretBox;
 use sqlx::PgPool;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use crate::completer::Completer;
@@ -212,10 +213,14 @@ async fn execute(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
 }
 
 /// Runs a claimed job to its end and records the outcome on the queue.
-pub(crate) async fn run(ctx: &JobContext, job: &ClaimedJob) {
+pub(crate) async fn run(ctx: &JobContext, job: &ClaimedJob, permit: OwnedSemaphorePermit) {
     let started = Instant::now();
     let kind = job.kind.as_str();
     let result = execute(ctx, job).await;
+    // The work is done: its capacity permit frees now, so the claim loop claims the next jobs
+    // while this one's outcome commits (the lease and the Mailchimp slot stay until then).
+    drop(permit);
+    ctx.dispatcher.slot_freed.notify_one();
     let outcome = settle(ctx, job, result).await;
     let elapsed = started.elapsed();
     metrics::histogram!("importer_job_duration_seconds", "kind" => kind, "outcome" => outcome)
