@@ -7,7 +7,7 @@
 
 use sqlx::PgPool;
 
-use super::claim::SLOT_GRACE;
+use super::leasing::SLOT_GRACE;
 use super::{micros, Fence, QueueError};
 
 /// Raises the fenced job's borrowed slots towards `want` (beyond its own slot), as far as the

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::claim::SLOT_GRACE;
+use super::leasing::SLOT_GRACE;
 use super::{micros, ClaimedJob, Fence, QueueError};
 
 /// What a [`handoff_slot`] did.

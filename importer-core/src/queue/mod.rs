@@ -22,14 +22,15 @@
 //! The run finishing rule itself lives in the database (`importer.finish_run` trigger).
 
 mod borrow;
-mod claim;
 mod complete;
 mod dead;
 mod enqueue;
 mod fail;
 mod handoff;
 mod inspect;
+mod leasing;
 mod progress;
+mod release;
 
 use std::fmt;
 use std::str::FromStr;
@@ -39,7 +40,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use borrow::{borrow_slots, return_slots};
-pub use claim::{claim, heartbeat, reap_expired, release, release_slot};
 pub use complete::{
     complete, complete_many, CompleteOutcome, Completion, Cost, Interval, RejectedRecord,
 };
@@ -54,7 +54,9 @@ pub use fail::{
 };
 pub use handoff::{handoff_slot, Handoff};
 pub use inspect::{leases, queue_depth, JobState, LeaseRow, QueueDepthRow};
+pub use leasing::{claim, heartbeat, reap_expired};
 pub use progress::{checkpoint, Checkpoint, CheckpointOutcome};
+pub use release::{release, release_slot};
 
 /// The `LISTEN`/`NOTIFY` channel on which enqueues wake idle workers (empty payload).
 pub const NOTIFY_CHANNEL: &str = "importer_jobs";

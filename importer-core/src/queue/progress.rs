@@ -3,9 +3,9 @@
 
 use sqlx::PgPool;
 
-use super::claim::SLOT_GRACE;
 use super::complete::{insert_rejected, Cost, RejectedRecord};
 use super::enqueue::insert_jobs;
+use super::leasing::SLOT_GRACE;
 use super::{micros, Fence, NewJob, QueueError};
 
 /// What a job delivered since its last checkpoint, and where to resume.
