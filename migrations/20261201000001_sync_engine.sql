@@ -184,6 +184,13 @@ $$;
 COMMENT ON FUNCTION importer.reset_cursor(bigint, timestamptz) IS
     'Sets a list cursor by hand (NULL = full sync next) and forgets its coverage; refused (returns the active run id, changes nothing) while the list has an active run';
 
+-- The one home of "wake idle workers": every path that makes jobs claimable calls it (enqueue,
+-- release, requeue, create_runs). The channel is importer_jobs, with an empty payload.
+CREATE FUNCTION importer.wake_workers() RETURNS void
+LANGUAGE sql AS $$ SELECT pg_notify('importer_jobs', '') $$;
+COMMENT ON FUNCTION importer.wake_workers() IS
+    'NOTIFY importer_jobs: idle workers LISTENing there claim at once (delivered at commit)';
+
 -- ---------------------------------------------------------------------------------------------
 -- create_runs: the one way a run is created
 -- ---------------------------------------------------------------------------------------------
@@ -240,7 +247,7 @@ BEGIN
     )
     SELECT * FROM created;
     IF FOUND THEN
-        PERFORM pg_notify('importer_jobs', '');
+        PERFORM importer.wake_workers();
     END IF;
 END
 $$;

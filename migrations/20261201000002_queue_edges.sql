@@ -40,3 +40,4 @@ ALTER TABLE importer.jobs DROP CONSTRAINT jobs_kind_check;
 ALTER TABLE importer.jobs ADD CONSTRAINT jobs_kind_check
     CHECK (kind IN ('plan_run', 'import_window', 'noop'));
 COMMENT ON COLUMN importer.jobs.kind IS 'plan_run (count the window, enqueue its import_window jobs), import_window (read a range, map, post) or noop (does nothing: benchmarks of the queue)';
+

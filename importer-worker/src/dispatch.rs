@@ -72,15 +72,18 @@ impl Dispatcher {
         self.tracker.wait().await;
     }
 
-    /// Runs `job` with `permit` as a tracked task.
+    /// Runs `job` with `permit` as a tracked task; gives the job back (`Err`) when the worker is
+    /// past its hard stop, for the caller to release.
     pub(crate) fn start(
         &self,
         ctx: Arc<JobContext>,
         job: ClaimedJob,
         permit: OwnedSemaphorePermit,
-    ) {
+    ) -> Result<(), ClaimedJob> {
         let token = CancellationToken::new();
-        self.in_flight.insert(job.fence(), token.clone());
+        if !self.in_flight.insert(job.fence(), token.clone()) {
+            return Err(job);
+        }
         self.started.fetch_add(1, Ordering::Relaxed);
         let span = tracing::error_span!(
             "job",
@@ -108,5 +111,6 @@ impl Dispatcher {
             }
             .instrument(span),
         );
+        Ok(())
     }
 }

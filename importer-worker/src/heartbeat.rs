@@ -30,33 +30,46 @@ struct Entry {
 /// The jobs this worker is running.
 #[derive(Default, Clone)]
 pub(crate) struct InFlight {
-    jobs: Arc<Mutex<HashMap<i64, Entry>>>,
+    jobs: Arc<Mutex<Jobs>>,
+}
+
+/// The running jobs, and whether the set is closed (hard stop: no job may start any more).
+#[derive(Default)]
+struct Jobs {
+    running: HashMap<i64, Entry>,
+    closed: bool,
 }
 
 impl InFlight {
-    /// Registers a running job whose lease was just granted.
-    pub(crate) fn insert(&self, fence: Fence, token: CancellationToken) {
+    /// Registers a running job whose lease was just granted; `false` (nothing registered) once
+    /// [`InFlight::cancel_all`] closed the set: the caller must release the job instead.
+    pub(crate) fn insert(&self, fence: Fence, token: CancellationToken) -> bool {
         let entry = Entry {
             fence,
             token,
             renewed_at: Instant::now(),
         };
-        self.lock().insert(fence.job_id, entry);
+        let mut jobs = self.lock();
+        if jobs.closed {
+            return false;
+        }
+        jobs.running.insert(fence.job_id, entry);
+        true
     }
 
     /// Forgets a job that ended.
     pub(crate) fn remove(&self, job_id: i64) {
-        self.lock().remove(&job_id);
+        self.lock().running.remove(&job_id);
     }
 
     /// The fences of every running job.
     pub(crate) fn fences(&self) -> Vec<Fence> {
-        self.lock().values().map(|e| e.fence).collect()
+        self.lock().running.values().map(|e| e.fence).collect()
     }
 
     /// Jobs running now.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().running.len()
     }
 
     /// Marks `held` as renewed at `at` and cancels (and forgets) the jobs of `asked` that are
@@ -67,10 +80,10 @@ impl InFlight {
         let mut lost = Vec::new();
         for fence in asked {
             if held.contains(fence) {
-                if let Some(entry) = jobs.get_mut(&fence.job_id) {
+                if let Some(entry) = jobs.running.get_mut(&fence.job_id) {
                     entry.renewed_at = entry.renewed_at.max(at);
                 }
-            } else if let Some(entry) = jobs.remove(&fence.job_id) {
+            } else if let Some(entry) = jobs.running.remove(&fence.job_id) {
                 entry.token.cancel();
                 lost.push(fence.job_id);
             }
@@ -82,22 +95,26 @@ impl InFlight {
     fn cancel_overdue(&self, limit: Duration) -> Vec<i64> {
         let mut jobs = self.lock();
         let overdue: Vec<i64> = jobs
+            .running
             .iter()
             .filter(|(_, e)| e.renewed_at.elapsed() >= limit)
             .map(|(id, _)| *id)
             .collect();
         for id in &overdue {
-            if let Some(entry) = jobs.remove(id) {
+            if let Some(entry) = jobs.running.remove(id) {
                 entry.token.cancel();
             }
         }
         overdue
     }
 
-    /// Cancels every running job's task and returns their fences (hard stop at shutdown).
+    /// Cancels every running job's task and returns their fences, and closes the set: no job
+    /// starts after this (hard stop at shutdown).
     pub(crate) fn cancel_all(&self) -> Vec<Fence> {
         let mut jobs = self.lock();
-        jobs.drain()
+        jobs.closed = true;
+        jobs.running
+            .drain()
             .map(|(_, e)| {
                 e.token.cancel();
                 e.fence
@@ -105,7 +122,7 @@ impl InFlight {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         // A poisoned map only means a task panicked mid-insert; the data is still consistent.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }

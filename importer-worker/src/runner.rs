@@ -189,8 +189,17 @@ async fn claim_loop(
                 Ok(jobs) => {
                     error_backoff = Duration::from_millis(100);
                     filled = jobs.len() == free;
+                    let mut refused = Vec::new();
                     for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                        dispatcher.start(ctx.clone(), job, permit);
+                        if let Err(job) = dispatcher.start(ctx.clone(), job, permit) {
+                            refused.push(job.fence());
+                        }
+                    }
+                    if !refused.is_empty() {
+                        // Past the hard stop (cannot happen while this loop runs): give back.
+                        if let Err(error) = queue::release(&ctx.pool, &refused).await {
+                            tracing::warn!(%error, "could not release claimed jobs; their leases will expire");
+                        }
                     }
                 }
                 Err(error) => {

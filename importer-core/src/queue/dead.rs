@@ -217,7 +217,7 @@ async fn requeue(pool: &PgPool, selector: Selector<'_>) -> Result<u64, QueueErro
               WHERE r.id = c.run_id
          ),
          notified AS MATERIALIZED (
-             SELECT pg_notify('importer_jobs', '') WHERE EXISTS (SELECT 1 FROM back)
+             SELECT importer.wake_workers() WHERE EXISTS (SELECT 1 FROM back)
          )
          SELECT count(*) FROM back WHERE (SELECT count(*) FROM notified) >= 0",
     )

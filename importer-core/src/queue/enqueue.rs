@@ -97,7 +97,7 @@ pub(crate) async fn insert_jobs(
               WHERE r.id = c.run_id
          ),
          notified AS MATERIALIZED (
-             SELECT pg_notify('importer_jobs', '') WHERE EXISTS (SELECT 1 FROM inserted)
+             SELECT importer.wake_workers() WHERE EXISTS (SELECT 1 FROM inserted)
          )
          SELECT id FROM inserted
           WHERE (SELECT count(*) FROM notified) >= 0

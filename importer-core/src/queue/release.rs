@@ -49,7 +49,7 @@ pub async fn release(pool: &PgPool, fences: &[Fence]) -> Result<u64, QueueError>
              RETURNING j.id
          ),
          notified AS MATERIALIZED (
-             SELECT pg_notify('importer_jobs', '') WHERE EXISTS (SELECT 1 FROM released)
+             SELECT importer.wake_workers() WHERE EXISTS (SELECT 1 FROM released)
          )
          SELECT count(*) FROM released WHERE (SELECT count(*) FROM notified) >= 0",
     )

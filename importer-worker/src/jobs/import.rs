@@ -487,27 +487,50 @@ async fn give_back_slot(ctx: &JobContext, job: &ClaimedJob) -> Result<(), JobErr
         true => None,
         false => ctx.dispatcher.permits(1).pop(),
     };
-    let Some(permit) = permit else {
+    let (Some(permit), Some(me)) = (permit, ctx.me.upgrade()) else {
         if !queue::release_slot(&ctx.pool, job.fence()).await? {
             return Err(JobError::Fenced);
         }
         ctx.dispatcher.slot_freed.notify_one();
         return Ok(());
     };
-    match queue::handoff_slot(&ctx.pool, job.fence(), &ctx.worker_id, ctx.lease).await? {
+    // In a task of its own: if this job is stopped while the handoff is in flight, the handoff
+    // still ends with the next job started or released, never leased to nobody.
+    let (fence, from) = (job.fence(), job.id);
+    tokio::spawn(hand_over(me, fence, from, permit))
+        .await
+        .unwrap_or_else(|e| {
+            Err(JobError::Retryable {
+                message: format!("slot handoff task failed: {e}"),
+                retry_after: None,
+            })
+        })
+}
+
+/// Hands `fence`'s slot to the next waiting job of the account and starts that job here (or
+/// releases it when the worker is stopping).
+async fn hand_over(
+    ctx: std::sync::Arc<JobContext>,
+    fence: queue::Fence,
+    from: i64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), JobError> {
+    match queue::handoff_slot(&ctx.pool, fence, &ctx.worker_id, ctx.lease).await? {
         Handoff::Fenced => Err(JobError::Fenced),
         Handoff::Released => {
             ctx.dispatcher.slot_freed.notify_one();
             Ok(())
         }
         Handoff::Next(next) => {
-            job_line!(debug, next, from_job = job.id, "received by slot handoff");
-            match ctx.me.upgrade() {
-                Some(me) => ctx.dispatcher.start(me, next, permit),
-                // The worker is gone (cannot happen while a job runs): give the job back.
-                None => {
-                    queue::release(&ctx.pool, &[next.fence()]).await?;
-                }
+            job_line!(debug, next, from_job = from, "received by slot handoff");
+            let refused = if ctx.stopping.is_cancelled() {
+                Some(next)
+            } else {
+                ctx.dispatcher.start(ctx.clone(), next, permit).err()
+            };
+            if let Some(next) = refused {
+                queue::release(&ctx.pool, &[next.fence()]).await?;
+                ctx.dispatcher.slot_freed.notify_one();
             }
             Ok(())
         }
