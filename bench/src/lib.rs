@@ -68,6 +68,65 @@ impl BenchDb {
     }
 }
 
+/// One simulated account with one list, registered in the simulators and in the importer.
+pub struct SimAccount {
+    /// Its Mailchimp API key (for the simulator's per-key stats).
+    pub api_key: String,
+    /// Its destination key (for the destination's stats and verification).
+    pub destination_key: String,
+    /// The importer's list id.
+    pub list_id: i64,
+}
+
+/// Creates a list of `members` in the Mailchimp simulator under a new key, and registers it with
+/// the importer: an account (cap 10, secrets encrypted with `secret_box`) and an hourly list.
+pub async fn sim_account(
+    pool: &PgPool,
+    sim: &importer_sim::Sim,
+    secret_box: &importer_core::secrets::SecretBox,
+    name: &str,
+    members: usize,
+) -> anyhow::Result<SimAccount> {
+    use importer_core::accounts::{self, NewAccount};
+    use importer_core::lists::{self, NewList};
+    use importer_core::secrets;
+    let mc = sim.mailchimp();
+    let api_key = mc.new_api_key("us6");
+    mc.create_list(&api_key, name, members);
+    let destination_key = format!("{name}-destination-key-0001");
+    sim.destination().add_key(&destination_key);
+    let account = accounts::create(
+        pool,
+        &NewAccount {
+            name: name.to_owned(),
+            mailchimp_key: secret_box.encrypt(&api_key),
+            mailchimp_key_hint: secrets::redact_mailchimp_key(&api_key),
+            mailchimp_base_url: Some(sim.mailchimp_url()),
+            destination_url: sim.destination_url(),
+            destination_key: secret_box.encrypt(&destination_key),
+            destination_key_hint: secrets::redact_destination_key(&destination_key),
+            max_concurrency: 10,
+        },
+    )
+    .await?;
+    let list = lists::add(
+        pool,
+        &NewList {
+            account_id: account.id,
+            mailchimp_list_id: name.to_owned(),
+            name: None,
+            schedule: Duration::from_secs(3600),
+            enabled: true,
+        },
+    )
+    .await?;
+    Ok(SimAccount {
+        api_key,
+        destination_key,
+        list_id: list.id,
+    })
+}
+
 /// The `q`-quantile (0..=1) of `samples` (sorted in place).
 pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     if samples.is_empty() {

@@ -28,6 +28,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Before connecting: a bad value fails at once, not after a minute of connection retries.
     cli.worker.validate()?;
     // Flushes buffered log lines when main returns.
     let _log_guard = init_tracing(cli.log_format);

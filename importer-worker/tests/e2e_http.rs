@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-use common::{assert_completed, sigterm, Harness};
+use common::{assert_completed, sigterm, Harness, Log};
 use importer_sim::SimConfig;
 use sqlx::PgPool;
 
@@ -21,18 +20,11 @@ async fn health_and_metrics_are_served_while_importing(pool: PgPool) {
     ]);
 
     // The worker logs the address it bound (port 0 picks a free one).
-    let stderr = worker.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "health and metrics listening" {
-                    let _ = tx.send(v["bound"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let log = Log::follow(&mut worker);
+    let (_, listening) = log
+        .wait_for("health and metrics listening", Duration::from_secs(30))
+        .await;
+    let addr = listening["bound"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     let health = http
         .get(format!("http://{addr}/healthz"))

@@ -5,23 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_completed, sigterm, Harness};
+use common::{assert_completed, sigterm, slow_sim, Harness};
 use importer_core::queue;
 use importer_core::runs::RunStatus;
-use importer_sim::{MailchimpFaults, MailchimpSimConfig, SimConfig};
+use importer_sim::MailchimpFaults;
 use sqlx::PgPool;
-
-fn slow_sim(seed: u64, base_ms: u64) -> SimConfig {
-    SimConfig {
-        seed,
-        mailchimp: MailchimpSimConfig {
-            latency_base: Duration::from_millis(base_ms),
-            latency_per_member: Duration::from_micros(20),
-            ..MailchimpSimConfig::default()
-        },
-        ..SimConfig::default()
-    }
-}
 
 /// `kill -9` one of 3 workers mid-run: its jobs come back when their leases expire.
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]

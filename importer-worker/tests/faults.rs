@@ -9,25 +9,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_completed, Harness};
+use common::{assert_completed, slow_sim, Harness};
 use importer_core::queue;
 use importer_core::runs::RunStatus;
-use importer_sim::{DestinationFaults, MailchimpFaults, MailchimpSimConfig, SimConfig};
+use importer_sim::{DestinationFaults, MailchimpFaults};
 use importer_worker::WorkerConfig;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-
-fn sim(seed: u64, base_ms: u64) -> SimConfig {
-    SimConfig {
-        seed,
-        mailchimp: MailchimpSimConfig {
-            latency_base: Duration::from_millis(base_ms),
-            latency_per_member: Duration::from_micros(20),
-            ..MailchimpSimConfig::default()
-        },
-        ..SimConfig::default()
-    }
-}
 
 /// A PostgreSQL cluster of this test alone, in a temporary directory, on a free port.
 struct PrivateCluster {
@@ -139,7 +127,7 @@ async fn postgres_restarted_mid_run_the_worker_reconnects_and_finishes() {
         .await
         .unwrap();
     importer_core::MIGRATOR.run(&pool).await.unwrap();
-    let mut h = Harness::start(pool, sim(91, 150)).await;
+    let mut h = Harness::start(pool, slow_sim(91, 150)).await;
     h.add_account("restart", &[20_000], 4).await;
     let worker = h
         .spawn_worker(WorkerConfig {
@@ -168,7 +156,7 @@ async fn postgres_restarted_mid_run_the_worker_reconnects_and_finishes() {
 /// destination matches Mailchimp exactly.
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn chaos_killed_workers_and_a_faulty_mailchimp_end_in_sync(pool: PgPool) {
-    let mut h = Harness::start(pool, sim(92, 250)).await;
+    let mut h = Harness::start(pool, slow_sim(92, 250)).await;
     h.add_account("chaosa", &[30_000, 15_000], 3).await;
     h.add_account("chaosb", &[20_000], 2).await;
     h.sim.mailchimp().set_faults(MailchimpFaults {
@@ -237,7 +225,7 @@ async fn chaos_killed_workers_and_a_faulty_mailchimp_end_in_sync(pool: PgPool) {
 async fn a_destination_down_past_every_retry_fails_the_run_and_one_requeue_finishes_it(
     pool: PgPool,
 ) {
-    let mut h = Harness::start(pool, sim(93, 5)).await;
+    let mut h = Harness::start(pool, slow_sim(93, 5)).await;
     let a = h.add_account("down", &[3_000], 4).await;
     let list = h.accounts[a].lists[0].id;
     h.sim.destination().set_faults(DestinationFaults {
@@ -288,7 +276,7 @@ async fn a_destination_down_past_every_retry_fails_the_run_and_one_requeue_finis
 /// is claimed exactly once.
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn a_window_slower_than_its_lease_keeps_it_and_runs_once(pool: PgPool) {
-    let mut h = Harness::start(pool, sim(94, 4_000)).await;
+    let mut h = Harness::start(pool, slow_sim(94, 4_000)).await;
     h.add_account("slow", &[1_500], 2).await;
     sqlx::raw_sql(
         "CREATE TABLE test_claims (job_id bigint, attempts int);

@@ -5,65 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{assert_completed, sigterm, Harness, WorkerProcess};
+use common::{assert_completed, sigterm, Harness, Log};
 use importer_core::secrets::SecretBox;
 use importer_sim::{DestinationFaults, MailchimpFaults, SimConfig};
 use importer_worker::WorkerConfig;
 use sqlx::PgPool;
-
-/// A log line and when the test read it.
-type Line = (DateTime<Utc>, serde_json::Value);
-
-/// The JSON log lines of a worker process, as they arrive.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<Line>>>);
-
-impl Log {
-    fn follow(worker: &mut WorkerProcess) -> Log {
-        let log = Log::default();
-        let lines = log.0.clone();
-        let stderr = worker.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    lines.lock().unwrap().push((Utc::now(), v));
-                }
-            }
-        });
-        log
-    }
-
-    /// The lines whose message contains `text`, with when they arrived.
-    fn matching(&self, text: &str) -> Vec<Line> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, v)| v["message"].as_str().unwrap_or_default().contains(text))
-            .cloned()
-            .collect()
-    }
-
-    async fn wait_for(&self, text: &str, timeout: Duration) -> Line {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(first) = self.matching(text).into_iter().next() {
-                return first;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {text:?} after {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// A free local port for a worker's health endpoint.
 fn free_port() -> u16 {

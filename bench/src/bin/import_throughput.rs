@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use importer_bench::BenchDb;
-use importer_core::accounts::{self, NewAccount};
-use importer_core::lists::{self, NewList};
+use importer_bench::{sim_account, BenchDb, SimAccount};
 use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
-use importer_core::secrets::{self, SecretBox};
+use importer_core::secrets::SecretBox;
 use importer_sim::{DestinationSimConfig, MailchimpSimConfig, SimConfig};
 use importer_worker::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -75,35 +73,12 @@ async fn main() -> anyhow::Result<()> {
     let secret_hex = SecretBox::generate_key_hex();
     let secret_box = SecretBox::from_hex(&secret_hex)?;
     let mc = sim.mailchimp();
-    let api_key = mc.new_api_key("us6");
-    mc.create_list(&api_key, "benchlist", cli.members);
-    let dest_key = "bench-destination-key-0001";
-    sim.destination().add_key(dest_key);
-    let account = accounts::create(
-        &pool,
-        &NewAccount {
-            name: "bench".to_owned(),
-            mailchimp_key: secret_box.encrypt(&api_key),
-            mailchimp_key_hint: secrets::redact_mailchimp_key(&api_key),
-            mailchimp_base_url: Some(sim.mailchimp_url()),
-            destination_url: sim.destination_url(),
-            destination_key: secret_box.encrypt(dest_key),
-            destination_key_hint: secrets::redact_destination_key(dest_key),
-            max_concurrency: 10,
-        },
-    )
-    .await?;
-    let list = lists::add(
-        &pool,
-        &NewList {
-            account_id: account.id,
-            mailchimp_list_id: "benchlist".to_owned(),
-            name: None,
-            schedule: Duration::from_secs(3600),
-            enabled: true,
-        },
-    )
-    .await?;
+    let SimAccount {
+        api_key,
+        destination_key: dest_key,
+        list_id,
+    } = sim_account(&pool, &sim, &secret_box, "benchlist", cli.members).await?;
+    let dest_key = dest_key.as_str();
 
     let mut child = Command::new(std::env::current_exe()?)
         .args([
@@ -121,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
 
     let run = runs::create(
         &pool,
-        list.id,
+        list_id,
         RunRequest {
             mode: RequestedMode::Full,
         },

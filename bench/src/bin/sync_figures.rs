@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use importer_bench::BenchDb;
-use importer_core::accounts::{self, NewAccount};
-use importer_core::lists::{self, NewList};
+use importer_bench::{sim_account, BenchDb, SimAccount};
 use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
-use importer_core::secrets::{self, SecretBox};
+use importer_core::secrets::SecretBox;
 use importer_core::settings;
 use importer_sim::{ChurnStep, MailchimpSimConfig, SimConfig};
 use importer_worker::WorkerConfig;
@@ -158,35 +156,12 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
     settings::set_sync_lag(&pool, s.lag).await?;
     let secret_box = SecretBox::from_hex(&SecretBox::generate_key_hex())?;
     let mc = sim.mailchimp();
-    let api_key = mc.new_api_key("us6");
-    mc.create_list(&api_key, "figures", members);
-    let dest_key = "figures-destination-key-0001";
-    sim.destination().add_key(dest_key);
-    let account = accounts::create(
-        &pool,
-        &NewAccount {
-            name: "figures".to_owned(),
-            mailchimp_key: secret_box.encrypt(&api_key),
-            mailchimp_key_hint: secrets::redact_mailchimp_key(&api_key),
-            mailchimp_base_url: Some(sim.mailchimp_url()),
-            destination_url: sim.destination_url(),
-            destination_key: secret_box.encrypt(dest_key),
-            destination_key_hint: secrets::redact_destination_key(dest_key),
-            max_concurrency: 10,
-        },
-    )
-    .await?;
-    let list = lists::add(
-        &pool,
-        &NewList {
-            account_id: account.id,
-            mailchimp_list_id: "figures".to_owned(),
-            name: None,
-            schedule: Duration::from_secs(3600),
-            enabled: true,
-        },
-    )
-    .await?;
+    let SimAccount {
+        api_key,
+        destination_key: dest_key,
+        list_id,
+    } = sim_account(&pool, &sim, &secret_box, "figures", members).await?;
+    let dest_key = dest_key.as_str();
     let shutdown = CancellationToken::new();
     let config = WorkerConfig {
         concurrency: 50,
@@ -203,7 +178,7 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let full = wait(&pool, start(&pool, list.id).await?).await?;
+    let full = wait(&pool, start(&pool, list_id).await?).await?;
     let stats = mc.key_stats(&api_key);
     let posted = sim.destination().stats(dest_key).records_received;
     let changed: HashSet<String> = mc.churned("figures").into_iter().collect();
@@ -219,7 +194,7 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
 
     let ahead = Duration::from_secs(s.clock_offset_secs.max(0).unsigned_abs());
     tokio::time::sleep(s.lag + s.visibility_delay + ahead + Duration::from_secs(1)).await;
-    let next = wait(&pool, start(&pool, list.id).await?).await?;
+    let next = wait(&pool, start(&pool, list_id).await?).await?;
     shutdown.cancel();
     worker.await??;
     let v = sim

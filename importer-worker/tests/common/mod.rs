@@ -4,7 +4,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -341,6 +343,19 @@ impl Harness {
     }
 }
 
+/// Simulators answering Mailchimp pages in `base_ms` plus 20 µs per member.
+pub fn slow_sim(seed: u64, base_ms: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        mailchimp: importer_sim::MailchimpSimConfig {
+            latency_base: Duration::from_millis(base_ms),
+            latency_per_member: Duration::from_micros(20),
+            ..importer_sim::MailchimpSimConfig::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
 /// The sync lag of test databases: short, so that a change is in the next run's window soon.
 pub const TEST_LAG: Duration = Duration::from_secs(1);
 
@@ -357,6 +372,56 @@ pub async fn next_second() {
     let now = Utc::now();
     let into = now.timestamp_subsec_millis();
     tokio::time::sleep(Duration::from_millis(u64::from(1000 - into) + 20)).await;
+}
+
+/// A log line and when the test read it.
+pub type Line = (DateTime<Utc>, serde_json::Value);
+
+/// The JSON log lines of a worker process, as they arrive.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<Line>>>);
+
+impl Log {
+    /// Reads `worker`'s stderr (a logged process) in a thread of its own.
+    pub fn follow(worker: &mut WorkerProcess) -> Log {
+        let log = Log::default();
+        let lines = log.0.clone();
+        let stderr = worker.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    lines.lock().unwrap().push((Utc::now(), v));
+                }
+            }
+        });
+        log
+    }
+
+    /// The lines whose message contains `text`, with when they arrived.
+    pub fn matching(&self, text: &str) -> Vec<Line> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| v["message"].as_str().unwrap_or_default().contains(text))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for the first line whose message contains `text`.
+    pub async fn wait_for(&self, text: &str, timeout: Duration) -> Line {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(first) = self.matching(text).into_iter().next() {
+                return first;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {text:?} after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A worker process, killed when dropped so a failing test leaves no orphan behind.
