@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // graphile-worker's pickup latency: how long after an addJob() call an idle worker is in the
-// task handler, with LISTEN/NOTIFY on (the counterpart of importer-bench's pickup_latency).
+// task handler, with LISTEN/NOTIFY on (the counterpart of importer-bench's worker_queue pickup).
 //
 //   node pickup.mjs --database <url> --samples <M> --concurrency <C> [--gap-ms 20] [--warmup 20]
 //

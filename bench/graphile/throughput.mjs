@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // graphile-worker's bare-queue throughput: N no-op jobs through P worker processes of
-// concurrency C, on the same PostgreSQL as importer-bench's queue_throughput.
+// concurrency C, on the same PostgreSQL as importer-bench's worker_queue.
 //
 //   node throughput.mjs --database <url> --jobs <N> --concurrency <C> --processes <P> [--batch <B>]
 //
@@ -8,7 +8,7 @@
 // 2. Adds the N jobs of task `noop` (payload {}) with graphile_worker.add_jobs(), B jobs per
 //    statement: the SQL that graphile-worker's addJobs() and its perfTest/init.js run
 //    (json_populate_recordset over a JSON array of job specs).
-// 3. VACUUM ANALYZE on the jobs table (as queue_throughput does on ours).
+// 3. VACUUM ANALYZE on the jobs table (as worker_queue does on ours).
 // 4. Starts P child processes, each graphile-worker's run() with concurrency C, noHandleSignals,
 //    default pollInterval, and the task list { noop } whose handler does nothing but count.
 // 5. Measures the wall time from just before the children are started until the jobs table
@@ -44,7 +44,7 @@ const SPEC = {
   jobs: { type: "int", required: true, min: 1 },
   concurrency: { type: "int", required: true, min: 1 },
   processes: { type: "int", required: true, min: 1 },
-  // Jobs per add_jobs() statement (our queue_throughput enqueues 10,000 per statement).
+  // Jobs per add_jobs() statement (our worker_queue enqueues 10,000 per statement).
   batch: { type: "int", default: 10000, min: 1 },
   // graphile-worker's opt-in batching (0.17+), off by default as in graphile-worker itself:
   // localQueue.size (jobs fetched per query into a per-process queue; -1 = off) and
