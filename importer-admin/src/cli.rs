@@ -57,6 +57,38 @@ pub enum Command {
     /// Run a real import end to end in process: simulators, workers, full and incremental sync,
     /// verification.
     Demo(DemoArgs),
+    /// Serve the operator dashboard (web pages over the same views) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; localhost only unless told otherwise (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "IMPORTER_DASHBOARD_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: std::net::SocketAddr,
+    /// Who may sign in: `name:role:token` entries (role viewer or operator, token at least 16
+    /// characters), separated by commas or newlines.
+    #[arg(
+        long,
+        env = "IMPORTER_DASHBOARD_USERS",
+        hide_env_values = true,
+        conflicts_with = "users_file"
+    )]
+    pub users: Option<String>,
+    /// Read the users from this file instead (one `name:role:token` per line).
+    #[arg(long, value_name = "PATH")]
+    pub users_file: Option<PathBuf>,
+    /// Mark the session cookie Secure (when the dashboard is served behind TLS).
+    #[arg(long, env = "IMPORTER_DASHBOARD_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// How often live sections refresh, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(250..=60_000))]
+    pub refresh_ms: u64,
 }
 
 /// `migrate`.

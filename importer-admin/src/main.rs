@@ -1,8 +1,10 @@
 //! `importer-admin`: parse the command line, connect, dispatch to the command, and map the
 //! outcome to an exit code (0 ok, 1 failure, 2 usage).
 
+mod audited;
 mod cli;
 mod commands;
+mod dashboard;
 mod database;
 mod lookup;
 mod output;
@@ -18,7 +20,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, UsageError};
-use crate::commands::{accounts, dead, demo, lists, migrate, queue, runs, seed, settings, tick};
+use crate::commands::{
+    accounts, dead, demo, lists, migrate, queue, runs, seed, serve, settings, tick,
+};
 
 /// Connections of the admin pool: commands run one statement at a time.
 const POOL_SIZE: u32 = 4;
@@ -87,9 +91,18 @@ async fn dispatch<W: Write>(cli: Cli, out: &mut W) -> anyhow::Result<()> {
         )
         .into());
     };
+    // The dashboard runs until stopped, on a pool of its own size.
+    let command = match command {
+        Command::Serve(args) => return serve::run(&url, args, out).await.map_err(explain_schema),
+        command => command,
+    };
     let options = database::parse_url(&url)?;
     let pool = database::connect(&options, POOL_SIZE).await?;
+    let audited = audited::action(&command);
     let result = run_on(&pool, command, format, out).await;
+    if let Some((action, objects)) = audited {
+        audited::record(&pool, action, objects, &result).await;
+    }
     pool.close().await;
     result.map_err(explain_schema)
 }
@@ -111,8 +124,8 @@ async fn run_on<W: Write>(
         Command::Tick => tick::run(pool, format, out).await,
         Command::Settings(command) => settings::run(pool, command, format, out).await,
         Command::Seed(args) => seed::run(pool, args, format, out).await,
-        Command::Demo(_) => Err(anyhow::anyhow!(
-            "demo creates its own database and is dispatched before connecting"
+        Command::Demo(_) | Command::Serve(_) => Err(anyhow::anyhow!(
+            "demo and serve are dispatched before connecting"
         )),
     }
 }

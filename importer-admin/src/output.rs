@@ -110,6 +110,11 @@ pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// An instant to the microsecond (`2026-11-29T07:19:03.123456Z`): page keys round-trip exactly.
+pub fn time_precise(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
 /// An optional instant, `-` when absent.
 pub fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".to_owned(), time)

@@ -110,6 +110,12 @@ pub struct Filter {
     pub account_id: Option<i64>,
     /// Only of this list.
     pub list_id: Option<i64>,
+    /// Only created at or after this instant.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Only created before this instant.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Only listed after this run (`(created_at, run_id)` of the previous page's last row).
+    pub after: Option<(DateTime<Utc>, i64)>,
     /// At most this many.
     pub limit: i64,
 }
@@ -121,13 +127,21 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<RunProgress>, sq
           WHERE ($1::text IS NULL OR status = $1)
             AND ($2::bigint IS NULL OR account_id = $2)
             AND ($3::bigint IS NULL OR list_id = $3)
+            AND ($4::timestamptz IS NULL OR created_at >= $4)
+            AND ($5::timestamptz IS NULL OR created_at < $5)
+            AND ($6::timestamptz IS NULL OR (created_at, run_id) < ($6, $7))
           ORDER BY created_at DESC, run_id DESC
-          LIMIT $4"
+          LIMIT $8"
     );
+    let (after_at, after_id) = filter.after.unzip();
     sqlx::query_as(&sql)
         .bind(filter.status.map(RunStatus::as_str))
         .bind(filter.account_id)
         .bind(filter.list_id)
+        .bind(filter.created_from)
+        .bind(filter.created_to)
+        .bind(after_at)
+        .bind(after_id)
         .bind(filter.limit)
         .fetch_all(pool)
         .await

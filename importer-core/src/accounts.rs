@@ -320,3 +320,61 @@ pub async fn credentials_for_job<'e, E: PgExecutor<'e>>(
     .fetch_optional(executor)
     .await
 }
+
+/// An account as the dashboard's accounts page shows it: no key, only its hints.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct AccountSummary {
+    /// The account id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Its Mailchimp concurrency cap.
+    pub max_concurrency: i32,
+    /// Live Mailchimp slots in use (jobs holding one on a live lease).
+    pub slots_in_use: i64,
+    /// Its lists.
+    pub lists: i64,
+    /// Redacted Mailchimp key.
+    pub mailchimp_key_hint: String,
+    /// Redacted destination key.
+    pub destination_key_hint: String,
+    /// The records API's base URL.
+    pub destination_url: String,
+    /// When a run of one of its lists last completed.
+    pub last_synced_at: Option<DateTime<Utc>>,
+}
+
+/// Accounts by name after `after_name` (the previous page's last), at most `limit`, each with
+/// its list count, slots in use and last successful sync (index probes per account: the page
+/// costs the same however many runs there are). Errors are database failures.
+pub async fn summaries(
+    pool: &PgPool,
+    after_name: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AccountSummary>, AccountError> {
+    Ok(sqlx::query_as(
+        "SELECT a.id, a.name, a.paused, a.max_concurrency,
+                (SELECT count(*) FROM importer.jobs j
+                  WHERE j.account_id = a.id AND j.locked_until > now() AND j.holds_slot)
+                    AS slots_in_use,
+                (SELECT count(*) FROM importer.lists l WHERE l.account_id = a.id) AS lists,
+                a.mailchimp_key_hint, a.destination_key_hint, a.destination_url,
+                (SELECT max(last.finished_at)
+                   FROM importer.lists l
+                  CROSS JOIN LATERAL (
+                        SELECT r.finished_at FROM importer.runs r
+                         WHERE r.list_id = l.id AND r.status = 'completed'
+                         ORDER BY r.finished_at DESC LIMIT 1) last
+                  WHERE l.account_id = a.id) AS last_synced_at
+           FROM importer.accounts a
+          WHERE $1::text IS NULL OR a.name > $1
+          ORDER BY a.name
+          LIMIT $2",
+    )
+    .bind(after_name)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

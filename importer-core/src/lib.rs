@@ -6,11 +6,13 @@
 //!   member-to-record mapping ([`mapping`]) and rejected members ([`rejection`]);
 //! - the sync engine: the window and its ranges ([`window`]), and the lossless reading of one
 //!   range while contacts change ([`range_reader`]);
-//! - deployment settings such as the sync lag ([`settings`]).
+//! - deployment settings such as the sync lag ([`settings`]);
+//! - what operators did ([`audit`]) and records imported per minute ([`throughput`]).
 
 #![warn(unreachable_pub, missing_docs)]
 
 pub mod accounts;
+pub mod audit;
 pub mod backoff;
 pub mod destination;
 pub mod lanes;
@@ -19,10 +21,12 @@ pub mod mailchimp;
 pub mod mapping;
 pub mod queue;
 pub mod range_reader;
+pub mod rejected;
 pub mod rejection;
 pub mod runs;
 pub mod secrets;
 pub mod settings;
+pub mod throughput;
 pub mod tick;
 pub mod window;
 

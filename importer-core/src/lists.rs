@@ -291,3 +291,128 @@ where
         .map_err(|e| classify(e, None))?;
     row.map(List::from).ok_or(ListError::NotFound(id))
 }
+
+/// A list as the dashboard's lists page shows it: schedule, cursor, last run, behind or not.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct ListSummary {
+    /// The list id.
+    pub id: i64,
+    /// Its account.
+    pub account_id: i64,
+    /// The account's name.
+    pub account: String,
+    /// Whether the account is paused.
+    pub account_paused: bool,
+    /// Mailchimp audience id.
+    pub mailchimp_list_id: String,
+    /// A name for people.
+    pub name: Option<String>,
+    /// Schedule in seconds.
+    pub schedule_secs: f64,
+    /// Whether scheduled runs are created.
+    pub enabled: bool,
+    /// The cursor.
+    pub synced_until: Option<DateTime<Utc>>,
+    /// Behind its schedule (`importer.is_behind`).
+    pub behind: bool,
+    /// Seconds since the cursor (none if never synced).
+    pub lag_secs: Option<f64>,
+    /// The newest run.
+    pub last_run_id: Option<i64>,
+    /// Its status.
+    pub last_run_status: Option<String>,
+    /// When it was created.
+    pub last_run_at: Option<DateTime<Utc>>,
+}
+
+/// Which lists [`summaries`] returns, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SummaryFilter {
+    /// Only this account's.
+    pub account_id: Option<i64>,
+    /// Only lists behind their schedule.
+    pub behind_only: bool,
+    /// Only lists with a larger id (the next page).
+    pub after_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// Lists matching `filter` by id, with their newest run (one index probe each). Errors are
+/// database failures.
+pub async fn summaries(
+    pool: &PgPool,
+    filter: &SummaryFilter,
+) -> Result<Vec<ListSummary>, ListError> {
+    Ok(sqlx::query_as(
+        "SELECT l.id, l.account_id, a.name AS account, a.paused AS account_paused,
+                l.mailchimp_list_id, l.name,
+                extract(epoch FROM l.schedule)::float8 AS schedule_secs, l.enabled,
+                l.synced_until, importer.is_behind(l.enabled, l.synced_until, l.schedule) AS behind,
+                extract(epoch FROM now() - l.synced_until)::float8 AS lag_secs,
+                last.id AS last_run_id, last.status AS last_run_status,
+                last.created_at AS last_run_at
+           FROM importer.lists l
+           JOIN importer.accounts a ON a.id = l.account_id
+           LEFT JOIN LATERAL (
+                SELECT r.id, r.status, r.created_at FROM importer.runs r
+                 WHERE r.list_id = l.id ORDER BY r.created_at DESC LIMIT 1) last ON true
+          WHERE ($1::bigint IS NULL OR l.account_id = $1)
+            AND (NOT $2 OR importer.is_behind(l.enabled, l.synced_until, l.schedule))
+            AND ($3::bigint IS NULL OR l.id > $3)
+          ORDER BY l.id
+          LIMIT $4",
+    )
+    .bind(filter.account_id)
+    .bind(filter.behind_only)
+    .bind(filter.after_id)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A row of `importer.lists_behind_schedule`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct BehindList {
+    /// The list.
+    pub list_id: i64,
+    /// Its Mailchimp audience id.
+    pub mailchimp_list_id: String,
+    /// Its name for people.
+    pub list_name: Option<String>,
+    /// Its account.
+    pub account_id: i64,
+    /// The account's name.
+    pub account: String,
+    /// Whether the account is paused (its lists fall behind by design).
+    pub account_paused: bool,
+    /// Schedule in seconds.
+    pub schedule_secs: f64,
+    /// The cursor.
+    pub synced_until: Option<DateTime<Utc>>,
+    /// Seconds since the cursor; none if never synced.
+    pub lag_secs: Option<f64>,
+    /// When a run of it last completed.
+    pub last_completed_at: Option<DateTime<Utc>>,
+    /// Its active run.
+    pub active_run_id: Option<i64>,
+    /// That run's status.
+    pub active_run_status: Option<String>,
+}
+
+/// Lists behind their schedule, worst first (never synced, then the oldest cursor), at most
+/// `limit`. Errors are database failures.
+pub async fn behind(pool: &PgPool, limit: i64) -> Result<Vec<BehindList>, ListError> {
+    Ok(sqlx::query_as(
+        "SELECT list_id, mailchimp_list_id, list_name, account_id, account, account_paused,
+                extract(epoch FROM schedule)::float8 AS schedule_secs, synced_until,
+                extract(epoch FROM lag)::float8 AS lag_secs, last_completed_at,
+                active_run_id, active_run_status
+           FROM importer.lists_behind_schedule
+          ORDER BY synced_until NULLS FIRST, list_id
+          LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -161,7 +161,111 @@ async fn every_table_view_and_function_of_the_schema_is_commented(pool: PgPool) 
             "leases",
             "lists_behind_schedule",
             "queue_depth",
-            "run_progress"
+            "run_progress",
+            "workers"
         ]
     );
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn the_workers_view_shows_each_workers_jobs_and_its_last_beat(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    planned_run(&pool, list, 3).await;
+    let held = claim_one(&pool, "worker-1").await;
+    let lapsed = claim_one(&pool, "worker-2").await;
+    expire(&pool, &[lapsed.id]).await;
+    sqlx::query("UPDATE importer.jobs SET leased_at = now() - interval '50 seconds' WHERE id = $1")
+        .bind(held.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A heartbeat moves the last beat to now.
+    let before = queue::workers(&pool).await.unwrap();
+    let w1 = before.iter().find(|w| w.worker == "worker-1").unwrap();
+    assert!(w1.since_last_beat_secs.unwrap() >= 50.0, "{w1:?}");
+    queue::heartbeat(&pool, &[held.fence()], std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let rows: Vec<(String, i64, i64, i64, bool)> = queue::workers(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| {
+            let recent = w.since_last_beat_secs.unwrap() < 5.0;
+            (w.worker, w.jobs, w.slots, w.expired, recent)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("worker-1".to_owned(), 1, 1, 0, true),
+            ("worker-2".to_owned(), 0, 0, 1, true),
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn state_counts_stop_at_their_cap_and_name_the_oldest_waiting_job(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    planned_run(&pool, list, 7).await;
+    sqlx::query("UPDATE importer.jobs SET created_at = now() - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    claim_one(&pool, "worker-1").await;
+    let counts = queue::state_counts(&pool, 5).await.unwrap();
+    let states: Vec<(JobState, i64, bool)> = counts
+        .states
+        .iter()
+        .map(|s| (s.state, s.jobs, s.capped))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (JobState::Waiting, 5, true),
+            (JobState::Scheduled, 0, false),
+            (JobState::Running, 1, false),
+            (JobState::Expired, 0, false),
+        ]
+    );
+    let oldest = counts.oldest_waiting_secs.unwrap();
+    assert!((3590.0..3700.0).contains(&oldest), "{oldest}");
+    let exact = queue::state_counts(&pool, 100).await.unwrap();
+    assert_eq!((exact.states[0].jobs, exact.states[0].capped), (6, false));
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn records_per_minute_add_up_what_runs_import(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = planned_run(&pool, list, 2).await;
+    let mut one_backend = pool.acquire().await.unwrap();
+    for n in [300_i64, 200] {
+        sqlx::query(
+            "UPDATE importer.runs SET records_imported = records_imported + $2 WHERE id = $1",
+        )
+        .bind(run)
+        .bind(n)
+        .execute(&mut *one_backend)
+        .await
+        .unwrap();
+    }
+    drop(one_backend);
+    // A change that imports nothing adds nothing.
+    sqlx::query("UPDATE importer.runs SET records_rejected = 4 WHERE id = $1")
+        .bind(run)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let minutes = importer_core::throughput::per_minute(&pool, 3)
+        .await
+        .unwrap();
+    assert_eq!(minutes.len(), 3);
+    let records: Vec<i64> = minutes.iter().map(|m| m.records).collect();
+    assert_eq!(records.iter().sum::<i64>(), 500, "{records:?}");
+    assert_eq!(*records.last().unwrap(), 500, "the current minute is last");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM importer.records_per_minute")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "one row per minute and backend");
 }

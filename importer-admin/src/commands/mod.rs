@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod queue;
 pub mod runs;
 pub mod seed;
+pub mod serve;
 pub mod settings;
 pub mod tick;
 pub mod watch;

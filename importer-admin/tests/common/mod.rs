@@ -2,6 +2,8 @@
 //! captures its exit code and output.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod dashboard;
+
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 
@@ -114,6 +116,17 @@ impl Admin {
                 ("DEST_KEY".to_owned(), DEST_KEY.to_owned()),
             ],
         }
+    }
+
+    /// A copy with one more environment variable.
+    pub fn clone_with_env(&self, key: &str, value: &str) -> Self {
+        let mut copy = Admin {
+            url: self.url.clone(),
+            secret_key: self.secret_key.clone(),
+            env: self.env.clone(),
+        };
+        copy.env.push((key.to_owned(), value.to_owned()));
+        copy
     }
 
     /// Adds an environment variable for every invocation.

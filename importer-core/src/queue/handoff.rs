@@ -73,6 +73,7 @@ pub async fn handoff_slot(
                     lease_token = nextval('importer.lease_tokens'),
                     locked_by = $3,
                     locked_until = now() + $4 * interval '1 microsecond',
+                    leased_at = now(),
                     holds_slot = true
                FROM next
               WHERE j.id = next.id AND j.locked_until IS NULL

@@ -207,6 +207,7 @@ pub async fn claim(
                     lease_token = nextval('importer.lease_tokens'),
                     locked_by = $3,
                     locked_until = now() + $4 * interval '1 microsecond',
+                    leased_at = now(),
                     holds_slot = true,
                     last_error = CASE WHEN j.locked_until IS NULL THEN j.last_error
                                       ELSE 'lease expired before the job finished' END,
@@ -322,7 +323,7 @@ pub async fn heartbeat(
                 FOR NO KEY UPDATE OF j
          )
          UPDATE importer.jobs j
-            SET locked_until = now() + $3 * interval '1 microsecond'
+            SET locked_until = now() + $3 * interval '1 microsecond', leased_at = now()
           WHERE j.id = ANY(ARRAY(SELECT id FROM held))
          RETURNING j.id, j.lease_token",
     )

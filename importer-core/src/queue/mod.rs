@@ -44,8 +44,9 @@ pub use complete::{
     complete, complete_many, CompleteOutcome, Completion, Cost, Interval, RejectedRecord,
 };
 pub use dead::{
-    get_dead, list_dead, purge_dead, requeue_job, requeue_matching, requeue_run, DeadFilter,
-    DeadJob, DeadReason,
+    count_dead, get_dead, group_dead, list_dead, purge_dead, purge_filtered, purge_ids,
+    requeue_filtered, requeue_ids, requeue_job, requeue_matching, requeue_run, BulkOutcome,
+    DeadFilter, DeadGroup, DeadJob, DeadReason,
 };
 pub use enqueue::{enqueue, enqueue_many, withdraw};
 pub use fail::{
@@ -53,7 +54,10 @@ pub use fail::{
     MAX_RETRY_AFTER,
 };
 pub use handoff::{handoff_slot, Handoff};
-pub use inspect::{leases, queue_depth, JobState, LeaseRow, QueueDepthRow};
+pub use inspect::{
+    leases, queue_depth, state_counts, workers, JobState, LeaseRow, QueueDepthRow, StateCount,
+    StateCounts, WorkerRow,
+};
 pub use leasing::{claim, heartbeat, reap_expired};
 pub use progress::{checkpoint, Checkpoint, CheckpointOutcome};
 pub use release::{release, release_slot};
