@@ -125,10 +125,13 @@ pub async fn record(pool: &PgPool, action: &str, objects: Value, result: &anyhow
         outcome,
         detail,
     };
-    if let Err(e) = audit::record(pool, &entry).await {
-        eprintln!(
+    match audit::record(pool, &entry).await {
+        Ok(_) => {}
+        // An unmigrated database: the command itself already failed for that reason.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {}
+        Err(e) => eprintln!(
             "warning: could not write the audit log: {}",
             crate::database::describe(&e)
-        );
+        ),
     }
 }

@@ -446,6 +446,13 @@ pub struct DemoArgs {
     /// Keep the demo database afterwards (it is dropped by default).
     #[arg(long)]
     pub keep_database: bool,
+    /// After the demo, keep the dashboard, the workers and the simulators up until Ctrl-C (then
+    /// the database is dropped unless --keep-database).
+    #[arg(long)]
+    pub serve: bool,
+    /// Where the demo's dashboard listens (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub dashboard_listen: std::net::SocketAddr,
     /// Give up (exit 1) if the syncs have not finished after this long.
     #[arg(long, default_value = "10m", value_parser = parse_interval)]
     pub timeout: Duration,

@@ -70,6 +70,9 @@ fn scalar(v: &Yaml) -> String {
 const OPERATOR_SECRET_KEY: &str =
     "5f5e5d5c5b5a595857565554535251504f4e4d4c4b4a49484746454443424140";
 
+/// The dashboard users an operator exports.
+const OPERATOR_USERS: &str = "ops:operator:0123456789abcdef0123";
+
 /// `${VAR:-default}` as compose expands it with VAR unset; `${VAR:?message}` (required) as
 /// the operator set it.
 fn expand(value: &str) -> String {
@@ -77,6 +80,7 @@ fn expand(value: &str) -> String {
         Some(inner) => match (inner.split_once(":-"), inner.split_once(":?")) {
             (Some((_, default)), _) => default.to_owned(),
             (None, Some(("IMPORTER_SECRET_KEY", _))) => OPERATOR_SECRET_KEY.to_owned(),
+            (None, Some(("IMPORTER_DASHBOARD_USERS", _))) => OPERATOR_USERS.to_owned(),
             (None, Some((var, _))) => panic!("required variable {var} has no test value"),
             (None, None) => String::new(),
         },
@@ -208,6 +212,21 @@ fn compose_file_has_the_services_of_the_deployment() {
     assert_eq!(command(&doc, "seed")[..2], ["importer-admin", "seed"]);
     assert_eq!(command(&doc, "sim")[0], "importer-sim");
     assert_eq!(command(&doc, "worker")[0], "importer-worker");
+    assert_eq!(command(&doc, "dashboard")[..2], ["importer-admin", "serve"]);
+    let dashboard_env = environment(&doc, "dashboard");
+    assert!(
+        dashboard_env
+            .iter()
+            .all(|(k, _)| k != "IMPORTER_SECRET_KEY"),
+        "the dashboard gets no secret key"
+    );
+    let published = service(&doc, "dashboard")["ports"][0]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        published.starts_with("127.0.0.1:"),
+        "the dashboard is published on loopback only"
+    );
     for one_shot in ["migrate", "seed"] {
         assert_eq!(service(&doc, one_shot)["restart"].as_str(), Some("no"));
     }
@@ -260,5 +279,13 @@ async fn every_compose_command_runs_with_its_arguments_and_environment(pool: PgP
         &env,
         &db,
         "worker started",
+    );
+    let dashboard = localize(&command(&doc, "dashboard"));
+    run_service(
+        &admin,
+        &dashboard[1..],
+        &environment(&doc, "dashboard"),
+        &db,
+        "dashboard: http://127.0.0.1:",
     );
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+
 use common::{server_url, with_database, Admin};
 use sqlx::{Connection, PgConnection};
 
@@ -49,6 +51,8 @@ async fn the_demo_imports_mutates_reimports_and_verifies_then_drops_its_database
         "demo02list02",
         "duplicates received",
         "OK: 6120 records expected, 0 missing, 0 stale",
+        "dashboard: http://127.0.0.1:",
+        "(sign in with the token ",
     ] {
         assert!(
             out.contains(text),
@@ -104,4 +108,74 @@ async fn the_demo_prints_json_and_keeps_its_database_when_asked() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// `demo --serve`: once the syncs are verified, the dashboard keeps serving the demo database
+/// (sign-in with the printed token) until Ctrl-C; then everything stops and the database goes.
+#[tokio::test]
+async fn the_demo_keeps_its_dashboard_up_with_serve_until_ctrl_c() {
+    let admin = Admin::with_url(Some(server_url())).env("IMPORTER_DASHBOARD_USERS", "");
+    let mut child = admin.spawn(&[
+        "demo",
+        "--accounts",
+        "1",
+        "--lists-per-account",
+        "1",
+        "--contacts",
+        "300",
+        "--workers",
+        "1",
+        "--timeout",
+        "2m",
+        "--serve",
+    ]);
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut address, mut token, mut database) = (None, None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("importer_demo_") && database.is_none() {
+            database = Some(database_name(&line));
+        }
+        if let Some(rest) = line.strip_prefix("dashboard: ") {
+            address = rest
+                .split_whitespace()
+                .next()
+                .map(|a| a.trim_end_matches('/').to_owned());
+            token = rest
+                .split("token ")
+                .nth(1)
+                .map(|t| t.trim_end_matches(')').to_owned());
+        }
+        if line.starts_with("serving the dashboard at") {
+            break;
+        }
+    }
+    let (address, token, database) = (address.unwrap(), token.unwrap(), database.unwrap());
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{address}/runs?status=completed"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("demo-1/demo01list01"), "{body}");
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        client
+            .get(format!("{address}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the dashboard stopped"
+    );
+    assert!(!database_exists(&database).await, "{database} was dropped");
 }

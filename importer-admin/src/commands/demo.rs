@@ -4,7 +4,9 @@
 //! and finally a verification of the destination against Mailchimp.
 //!
 //! Accounts and lists are registered through the same functions as `accounts add` and
-//! `lists add`. The demo database is dropped at the end unless `--keep-database`.
+//! `lists add`. The dashboard serves the demo database while it runs (its address is printed),
+//! and with `--serve` until Ctrl-C. The demo database is dropped at the end unless
+//! `--keep-database`.
 
 mod report;
 
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::DemoArgs;
 use crate::commands::accounts::{self, AccountInput};
 use crate::commands::{lists, watch};
+use crate::dashboard::{self, users::Users};
 use crate::database;
 use crate::output::Format;
 use report::{DemoList, DemoReport};
@@ -144,6 +147,9 @@ async fn demo<W: Write>(
         )?;
     }
 
+    let (dashboard, dashboard_stop, dashboard_task) =
+        start_dashboard(&pool, args, format, out).await?;
+
     // The scheduler creates every list's first (full) run; the workers pick them up.
     let ticked = tick::tick(&pool, None).await?;
     let full_ids: Vec<i64> = ticked.iter().map(|r| r.run_id).collect();
@@ -193,6 +199,27 @@ async fn demo<W: Write>(
             crate::output::interval(args.timeout)
         )),
     };
+    let report = outcome.map(|(full, incremental)| {
+        DemoReport::build(
+            name,
+            &sim,
+            &demo_lists,
+            &full,
+            &incremental,
+            started.elapsed(),
+        )
+    });
+    if let Ok(report) = &report {
+        report.write(out, format)?;
+    }
+    if args.serve && !interrupt.is_cancelled() {
+        writeln!(
+            out,
+            "\nserving the dashboard at http://{dashboard}/ with the workers and simulators; Ctrl-C stops"
+        )?;
+        out.flush()?;
+        interrupt.cancelled().await;
+    }
     shutdown.cancel();
     for worker in workers {
         match worker.await {
@@ -201,19 +228,79 @@ async fn demo<W: Write>(
             Err(e) => tracing::warn!(error = %e, "a demo worker panicked"),
         }
     }
-    let (full, incremental) = outcome?;
-    let report = DemoReport::build(
-        name,
-        &sim,
-        &demo_lists,
-        &full,
-        &incremental,
-        started.elapsed(),
-    );
+    dashboard_stop.cancel();
+    if let Ok(Err(e)) = dashboard_task.await {
+        tracing::warn!(error = %format!("{e:#}"), "the demo's dashboard failed");
+    }
     sim.shutdown().await;
     pool.close().await;
-    report.write(out, format)?;
-    report.require_complete()
+    report?.require_complete()
+}
+
+/// Starts the dashboard on the demo database and prints where it is. Its users come from
+/// `IMPORTER_DASHBOARD_USERS` when set; otherwise one operator `demo` with a fresh random token,
+/// printed once: the demo database, and so the token, lives only as long as the demo.
+async fn start_dashboard<W: Write>(
+    pool: &PgPool,
+    args: &DemoArgs,
+    format: Format,
+    out: &mut W,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    CancellationToken,
+    JoinHandle<anyhow::Result<()>>,
+)> {
+    let (users, token) = match std::env::var("IMPORTER_DASHBOARD_USERS") {
+        Ok(text) if !text.trim().is_empty() => (Users::parse(&text)?, None),
+        _ => {
+            let token = format!(
+                "{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            (
+                Users::parse(&format!("demo:operator:{token}"))?,
+                Some(token),
+            )
+        }
+    };
+    let config = dashboard::Config {
+        listen: args.dashboard_listen,
+        users,
+        secure_cookies: false,
+        refresh: Duration::from_secs(1),
+    };
+    let stop = CancellationToken::new();
+    let (bound, address) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(dashboard::serve(
+        pool.clone(),
+        config,
+        stop.clone(),
+        move |a| {
+            let _ = bound.send(a);
+        },
+    ));
+    let address = match address.await {
+        Ok(address) => address,
+        Err(_) => {
+            return Err(match server.await {
+                Ok(Err(e)) => e,
+                _ => anyhow::anyhow!("the dashboard did not start"),
+            })
+        }
+    };
+    let line = match token {
+        Some(token) => format!("dashboard: http://{address}/ (sign in with the token {token})"),
+        None => {
+            format!("dashboard: http://{address}/ (sign in as one of IMPORTER_DASHBOARD_USERS)")
+        }
+    };
+    if format == Format::Table {
+        writeln!(out, "{line}")?;
+    } else {
+        eprintln!("{line}");
+    }
+    Ok((address, stop, server))
 }
 
 /// The demo's sync lag when none is given: long enough for its own simulated clock offset and

@@ -16,7 +16,7 @@ use minijinja::context;
 use serde_json::json;
 
 use super::fields::{self, Fields};
-use super::pages::{dead_filter, dead_filter_fields, safe_next, COUNT_CAP};
+use super::pages::{dead_filter, dead_filter_fields, queue_error, safe_next, COUNT_CAP};
 use super::render::{self, PageError};
 use super::session::{self, Caller};
 use super::users::Role;
@@ -266,7 +266,7 @@ async fn described(state: &AppState, s: &Selection) -> Result<String, PageError>
         Selection::Filter(f) => {
             let (n, capped) = queue::count_dead(&state.pool, f, COUNT_CAP)
                 .await
-                .map_err(|e| PageError::bad(e.to_string()))?;
+                .map_err(queue_error)?;
             let what = dead_filter_fields(f)
                 .iter()
                 .map(|(k, v)| format!("{k} = {v}"))

@@ -157,7 +157,8 @@ async fn live(state: &AppState) -> Result<Live, PageError> {
     })
 }
 
-fn queue_error(e: queue::QueueError) -> PageError {
+/// A queue error as a page: the database's is a 503, a rule's a 400.
+pub fn queue_error(e: queue::QueueError) -> PageError {
     match e {
         queue::QueueError::Database(e) => e.into(),
         other => PageError::bad(other.to_string()),
