@@ -277,7 +277,10 @@ async fn a_form_without_the_sessions_csrf_token_changes_nothing(pool: PgPool) {
     let answer = dashboard.post(&operator, "/accounts/1/pause", &[]).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
     assert!(paused(&pool).await);
-    // The next page shows what was done, once.
+    // The next page shows what was done, once; a live section refreshing meanwhile (another
+    // tab's overview) leaves the message for it.
+    let fragment = dashboard.get(&operator, "/fragments/overview").await;
+    assert!(!fragment.body.contains("account acme paused"));
     let page = dashboard.get(&operator, "/accounts").await;
     assert!(page.body.contains("account acme paused"), "{}", page.body);
     assert!(!dashboard

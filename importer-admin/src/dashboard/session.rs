@@ -79,11 +79,14 @@ impl Sessions {
         }
     }
 
-    fn caller(&self, id: &str) -> Option<Caller> {
+    /// The session's caller; `page` takes its flash message (a fragment or an action leaves it
+    /// for the next page).
+    fn caller(&self, id: &str, page: bool) -> Option<Caller> {
         let mut sessions = self.lock();
         let session = sessions
             .get_mut(id)
             .filter(|s| s.expires > Instant::now())?;
+        let flash = if page { session.flash.take() } else { None };
         Some(Caller {
             name: session.user.clone(),
             role: session.role,
@@ -91,7 +94,7 @@ impl Sessions {
                 id: id.to_owned(),
                 csrf: session.csrf.clone(),
             }),
-            flash: session.flash.take(),
+            flash,
         })
     }
 }
@@ -194,17 +197,17 @@ impl FromRequestParts<AppState> for Caller {
                 });
             }
         }
-        let jar = CookieJar::from_headers(&parts.headers);
-        if let Some(caller) = jar
-            .get(COOKIE)
-            .and_then(|c| state.sessions.caller(c.value()))
-        {
-            return Ok(caller);
-        }
         let path = parts.uri.path();
         let page = parts.method == axum::http::Method::GET
             && !path.starts_with("/api/")
             && !path.starts_with("/fragments/");
+        let jar = CookieJar::from_headers(&parts.headers);
+        if let Some(caller) = jar
+            .get(COOKIE)
+            .and_then(|c| state.sessions.caller(c.value(), page))
+        {
+            return Ok(caller);
+        }
         Err(SignIn {
             page,
             next: parts
