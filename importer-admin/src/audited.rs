@@ -84,7 +84,8 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
         | Command::Migrate(_)
         | Command::Queue
         | Command::Demo(_)
-        | Command::Serve(_) => return None,
+        | Command::Serve(_)
+        | Command::Exporter(_) => return None,
     })
 }
 

@@ -59,6 +59,21 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the operator dashboard (web pages over the same views) until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Serve the database's state as Prometheus metrics (lists behind, dead jobs, queue, runs,
+    /// workers) for the alerting rules, until SIGTERM or Ctrl-C.
+    Exporter(ExporterArgs),
+}
+
+/// `exporter`.
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "IMPORTER_EXPORTER_LISTEN",
+        default_value = "127.0.0.1:9187"
+    )]
+    pub listen: std::net::SocketAddr,
 }
 
 /// `serve`.

@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, UsageError};
 use crate::commands::{
-    accounts, dead, demo, lists, migrate, queue, runs, seed, serve, settings, tick,
+    accounts, dead, demo, exporter, lists, migrate, queue, runs, seed, serve, settings, tick,
 };
 
 /// Connections of the admin pool: commands run one statement at a time.
@@ -94,6 +94,9 @@ async fn dispatch<W: Write>(cli: Cli, out: &mut W) -> anyhow::Result<()> {
     // The dashboard runs until stopped, on a pool of its own size.
     let command = match command {
         Command::Serve(args) => return serve::run(&url, args, out).await.map_err(explain_schema),
+        Command::Exporter(args) => {
+            return exporter::run(&url, args, out).await.map_err(explain_schema)
+        }
         command => command,
     };
     let options = database::parse_url(&url)?;
@@ -124,8 +127,8 @@ async fn run_on<W: Write>(
         Command::Tick => tick::run(pool, format, out).await,
         Command::Settings(command) => settings::run(pool, command, format, out).await,
         Command::Seed(args) => seed::run(pool, args, format, out).await,
-        Command::Demo(_) | Command::Serve(_) => Err(anyhow::anyhow!(
-            "demo and serve are dispatched before connecting"
+        Command::Demo(_) | Command::Serve(_) | Command::Exporter(_) => Err(anyhow::anyhow!(
+            "demo, serve and exporter are dispatched before connecting"
         )),
     }
 }

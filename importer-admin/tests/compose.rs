@@ -213,6 +213,24 @@ fn compose_file_has_the_services_of_the_deployment() {
     assert_eq!(command(&doc, "sim")[0], "importer-sim");
     assert_eq!(command(&doc, "worker")[0], "importer-worker");
     assert_eq!(command(&doc, "dashboard")[..2], ["importer-admin", "serve"]);
+    assert_eq!(
+        command(&doc, "exporter")[..2],
+        ["importer-admin", "exporter"]
+    );
+    // Prometheus reads the rules and the scrape configuration from deploy/prometheus.
+    let volumes = format!("{:?}", service(&doc, "prometheus")["volumes"]);
+    assert!(
+        volumes.contains("./deploy/prometheus:/etc/prometheus"),
+        "{volumes}"
+    );
+    let grafana = format!("{:?}", service(&doc, "grafana")["volumes"]);
+    assert!(grafana.contains("./deploy/grafana/dashboards"), "{grafana}");
+    let scrape = std::fs::read_to_string(repo().join("deploy/prometheus/prometheus.yml")).unwrap();
+    assert!(
+        scrape.contains("names: [\"worker\"]") && scrape.contains("port: 9090"),
+        "every worker replica"
+    );
+    assert!(scrape.contains("exporter:9187"));
     let dashboard_env = environment(&doc, "dashboard");
     assert!(
         dashboard_env
@@ -279,6 +297,14 @@ async fn every_compose_command_runs_with_its_arguments_and_environment(pool: PgP
         &env,
         &db,
         "worker started",
+    );
+    let exporter = localize(&command(&doc, "exporter"));
+    run_service(
+        &admin,
+        &exporter[1..],
+        &environment(&doc, "exporter"),
+        &db,
+        "exporter: http://127.0.0.1:",
     );
     let dashboard = localize(&command(&doc, "dashboard"));
     run_service(

@@ -14,14 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dashboard::{Dashboard, OPERATOR_TOKEN};
-use common::Admin;
+use common::import::Import;
 use fantoccini::{Client, ClientBuilder, Locator};
-use importer_core::secrets::SecretBox;
-use importer_sim::{DestinationFaults, Sim, SimConfig};
-use importer_worker::WorkerConfig;
+use importer_sim::DestinationFaults;
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// One browser at a time: two Chromiums on two cores make every wait flaky.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -146,110 +142,6 @@ fn chromium() -> String {
     .to_string()
 }
 
-/// The simulators, an account `acme` with one list of `members` members in them and in the
-/// importer (through the CLI), and `workers` in-process workers.
-struct Import {
-    sim: Sim,
-    admin: Admin,
-    stop: CancellationToken,
-    workers: Vec<JoinHandle<anyhow::Result<importer_worker::WorkerReport>>>,
-}
-
-impl Import {
-    async fn start(pool: &PgPool, members: usize, page_ms: u64) -> Self {
-        let config = SimConfig {
-            seed: 7,
-            mailchimp: importer_sim::MailchimpSimConfig {
-                latency_base: Duration::from_millis(page_ms),
-                latency_per_member: Duration::from_micros(20),
-                ..importer_sim::MailchimpSimConfig::default()
-            },
-            ..SimConfig::default()
-        };
-        let sim = importer_sim::start(config).await.unwrap();
-        let mc_key = sim.mailchimp().new_api_key("us6");
-        let dest_key = "dest-key-browser-test-0001";
-        sim.destination().add_key(dest_key);
-        sim.mailchimp().create_list(&mc_key, "browser01", members);
-        let admin = Admin::new(pool)
-            .env("SIM_MC_KEY", &mc_key)
-            .env("SIM_DEST_KEY", dest_key);
-        admin
-            .run(&[
-                "accounts",
-                "add",
-                "--name",
-                "acme",
-                "--max-concurrency",
-                "4",
-                "--destination-url",
-                &sim.destination_url(),
-                "--mailchimp-base-url",
-                &sim.mailchimp_url(),
-                "--mailchimp-key-env",
-                "SIM_MC_KEY",
-                "--destination-key-env",
-                "SIM_DEST_KEY",
-            ])
-            .ok();
-        admin
-            .run(&[
-                "lists",
-                "add",
-                "--account",
-                "acme",
-                "--list-id",
-                "browser01",
-                "--schedule",
-                "1d",
-                "--disabled",
-            ])
-            .ok();
-        importer_core::settings::set_sync_lag(pool, Duration::from_secs(1))
-            .await
-            .unwrap();
-        Import {
-            sim,
-            admin,
-            stop: CancellationToken::new(),
-            workers: Vec::new(),
-        }
-    }
-
-    fn spawn_worker(&mut self, pool: &PgPool, k: usize) {
-        let config = WorkerConfig {
-            worker_id: Some(format!("browser-worker-{k}")),
-            concurrency: 8,
-            poll_ms: 100,
-            tick_secs: 3600,
-            http_addr: String::new(),
-            shutdown_grace_secs: 2,
-            pool_size: Some(4),
-            retry_base_ms: 50,
-            retry_max_secs: 1,
-            ..WorkerConfig::default()
-        };
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_lazy_with(pool.connect_options().as_ref().clone());
-        let secrets = SecretBox::from_hex(&self.admin.secret_key).unwrap();
-        self.workers.push(tokio::spawn(importer_worker::run(
-            config,
-            pool,
-            secrets,
-            self.stop.clone(),
-        )));
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        for w in self.workers {
-            let _ = w.await;
-        }
-        self.sim.shutdown().await;
-    }
-}
-
 async fn run_status(pool: &PgPool, run: i64) -> String {
     sqlx::query_scalar("SELECT status FROM importer.runs WHERE id = $1")
         .bind(run)
@@ -273,8 +165,8 @@ fn digits(text: &str) -> i64 {
 async fn the_overview_shows_a_real_import_advance_without_a_reload(pool: PgPool) {
     let _one = BROWSER.lock().await;
     let mut import = Import::start(&pool, 30_000, 120).await;
-    import.spawn_worker(&pool, 1);
-    import.spawn_worker(&pool, 2);
+    import.spawn_worker(&pool, None, 1);
+    import.spawn_worker(&pool, None, 2);
     let dashboard = Dashboard::start(&import.admin);
     let browser = Browser::start().await;
     browser.sign_in(&dashboard.base).await;
@@ -337,7 +229,7 @@ async fn a_failed_runs_dead_jobs_are_requeued_with_the_button_and_the_run_comple
         error_rate: 1.0,
         ..DestinationFaults::default()
     });
-    import.spawn_worker(&pool, 1);
+    import.spawn_worker(&pool, None, 1);
     import.admin.run(&["runs", "start", "acme/browser01"]).ok();
     let deadline = Instant::now() + Duration::from_secs(90);
     while run_status(&pool, 1).await != "failed" {
@@ -410,7 +302,7 @@ async fn a_paused_account_gets_no_new_claim(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    import.spawn_worker(&pool, 1);
+    import.spawn_worker(&pool, None, 1);
     import.admin.run(&["runs", "start", "acme/browser01"]).ok();
     let claims = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM test_claims")

@@ -416,3 +416,36 @@ pub async fn behind(pool: &PgPool, limit: i64) -> Result<Vec<BehindList>, ListEr
     .fetch_all(pool)
     .await?)
 }
+
+/// Lists behind their schedule as alerts see them (`importer-admin exporter`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overdue {
+    /// Enabled lists of unpaused accounts behind their schedule (`importer.is_behind`).
+    pub behind: i64,
+    /// The worst of them: account name, Mailchimp list id, and seconds past one schedule
+    /// period since the cursor (since the list was added, if it was never synced).
+    pub worst: Vec<(String, String, f64)>,
+}
+
+/// The lists behind their schedule, counted, and the `limit` furthest behind. Paused accounts'
+/// lists are left out: they fall behind by design. Errors are database failures.
+pub async fn overdue(pool: &PgPool, limit: i64) -> Result<Overdue, ListError> {
+    let rows: Vec<(String, String, f64, i64)> = sqlx::query_as(
+        "SELECT a.name, l.mailchimp_list_id,
+                extract(epoch FROM now() - coalesce(l.synced_until, l.created_at) - l.schedule)::float8
+                    AS overdue,
+                count(*) OVER () AS behind
+           FROM importer.lists l
+           JOIN importer.accounts a ON a.id = l.account_id
+          WHERE importer.is_behind(l.enabled, l.synced_until, l.schedule) AND NOT a.paused
+          ORDER BY overdue DESC, l.id
+          LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(Overdue {
+        behind: rows.first().map_or(0, |r| r.3),
+        worst: rows.into_iter().map(|(a, l, o, _)| (a, l, o)).collect(),
+    })
+}

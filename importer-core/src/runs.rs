@@ -388,3 +388,14 @@ pub async fn cancel(pool: &PgPool, run_id: i64) -> Result<Run, RunError> {
     tx.commit().await?;
     Ok(run)
 }
+
+/// Active (planning or running) runs, and the age in seconds of the oldest. Errors are database
+/// failures.
+pub async fn active_age(pool: &PgPool) -> Result<(i64, Option<f64>), RunError> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(created_at))::float8
+           FROM importer.runs WHERE status IN ('planning', 'running')",
+    )
+    .fetch_one(pool)
+    .await?)
+}

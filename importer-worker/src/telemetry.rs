@@ -30,10 +30,28 @@ pub fn init_tracing(format: LogFormat) -> WorkerGuard {
     guard
 }
 
+/// The counters alerts and dashboards rate over, created at 0 when the recorder is installed:
+/// a series that appears only with its first event makes `increase()` blind to that event.
+fn register_counters() {
+    for kind in ["range_grew", "member_after_range"] {
+        metrics::counter!("importer_window_events_total", "kind" => kind).absolute(0);
+    }
+    metrics::counter!("importer_records_imported_total").absolute(0);
+    metrics::counter!("importer_records_rejected_total").absolute(0);
+}
+
 /// The process's Prometheus recorder, installed on first use (several in-process workers share it).
 pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        let handle = install();
+        register_counters();
+        handle
+    })
+}
+
+fn install() -> PrometheusHandle {
+    {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Suffix("duration_seconds".to_owned()),
@@ -49,5 +67,5 @@ pub(crate) fn metrics_handle() -> &'static PrometheusHandle {
             // so /metrics still renders.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
         }
-    })
+    }
 }

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod dead;
 pub mod demo;
+pub mod exporter;
 pub mod lists;
 pub mod migrate;
 pub mod queue;

@@ -17,8 +17,7 @@ pub async fn run<W: Write>(url: &str, args: ServeArgs, out: &mut W) -> anyhow::R
     let users = users(&args)?;
     let options = crate::database::parse_url(url)?;
     let pool = crate::database::connect(&options, POOL_SIZE).await?;
-    let stop = CancellationToken::new();
-    tokio::spawn(stop_on_signal(stop.clone()));
+    let stop = stop_on_signal();
     let config = dashboard::Config {
         listen: args.listen,
         users,
@@ -45,27 +44,39 @@ fn users(args: &ServeArgs) -> anyhow::Result<Users> {
     Ok(Users::parse(&text)?)
 }
 
-/// Cancels `stop` on SIGTERM (containers) or Ctrl-C.
-async fn stop_on_signal(stop: CancellationToken) {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// A token cancelled on SIGTERM (containers) or Ctrl-C. The handlers are registered before
+/// this returns, so a signal that arrives right after the caller says it is ready is not lost
+/// (a handler registered later would let it kill the process).
+pub fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                    stop.cancel();
+                });
             }
-            Err(_) => std::future::pending::<()>().await,
+            _ => tracing::error!("cannot listen for SIGTERM and Ctrl-C"),
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
-    stop.cancel();
+    #[cfg(not(unix))]
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        });
+    }
+    stop
 }

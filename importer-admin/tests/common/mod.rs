@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 pub mod dashboard;
+pub mod import;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,123 @@
+//! A real import for tests that watch one: the simulators, an account and list registered
+//! through the CLI, and in-process workers (`importer_worker::run`).
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::time::Duration;
+
+use importer_core::secrets::SecretBox;
+use importer_sim::{Sim, SimConfig};
+use importer_worker::WorkerConfig;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Admin;
+
+/// The simulators, an account `acme` with one list of `members` members in them and in the
+/// importer (through the CLI), and `workers` in-process workers.
+pub struct Import {
+    /// The simulators.
+    pub sim: Sim,
+    /// The CLI on the test's database, with the simulator keys in its environment.
+    pub admin: Admin,
+    stop: CancellationToken,
+    workers: Vec<JoinHandle<anyhow::Result<importer_worker::WorkerReport>>>,
+}
+
+impl Import {
+    /// Starts the simulators and registers `acme` (cap 4) and its list `browser01`.
+    pub async fn start(pool: &PgPool, members: usize, page_ms: u64) -> Self {
+        let config = SimConfig {
+            seed: 7,
+            mailchimp: importer_sim::MailchimpSimConfig {
+                latency_base: Duration::from_millis(page_ms),
+                latency_per_member: Duration::from_micros(20),
+                ..importer_sim::MailchimpSimConfig::default()
+            },
+            ..SimConfig::default()
+        };
+        let sim = importer_sim::start(config).await.unwrap();
+        let mc_key = sim.mailchimp().new_api_key("us6");
+        let dest_key = "dest-key-browser-test-0001";
+        sim.destination().add_key(dest_key);
+        sim.mailchimp().create_list(&mc_key, "browser01", members);
+        let admin = Admin::new(pool)
+            .env("SIM_MC_KEY", &mc_key)
+            .env("SIM_DEST_KEY", dest_key);
+        admin
+            .run(&[
+                "accounts",
+                "add",
+                "--name",
+                "acme",
+                "--max-concurrency",
+                "4",
+                "--destination-url",
+                &sim.destination_url(),
+                "--mailchimp-base-url",
+                &sim.mailchimp_url(),
+                "--mailchimp-key-env",
+                "SIM_MC_KEY",
+                "--destination-key-env",
+                "SIM_DEST_KEY",
+            ])
+            .ok();
+        admin
+            .run(&[
+                "lists",
+                "add",
+                "--account",
+                "acme",
+                "--list-id",
+                "browser01",
+                "--schedule",
+                "1d",
+                "--disabled",
+            ])
+            .ok();
+        importer_core::settings::set_sync_lag(pool, Duration::from_secs(1))
+            .await
+            .unwrap();
+        Import {
+            sim,
+            admin,
+            stop: CancellationToken::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts in-process worker `k`, serving `/metrics` on `http_addr` when given.
+    pub fn spawn_worker(&mut self, pool: &PgPool, http_addr: Option<&str>, k: usize) {
+        let config = WorkerConfig {
+            worker_id: Some(format!("browser-worker-{k}")),
+            concurrency: 8,
+            poll_ms: 100,
+            tick_secs: 3600,
+            http_addr: http_addr.unwrap_or_default().to_owned(),
+            shutdown_grace_secs: 2,
+            pool_size: Some(4),
+            retry_base_ms: 50,
+            retry_max_secs: 1,
+            ..WorkerConfig::default()
+        };
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
+        let secrets = SecretBox::from_hex(&self.admin.secret_key).unwrap();
+        self.workers.push(tokio::spawn(importer_worker::run(
+            config,
+            pool,
+            secrets,
+            self.stop.clone(),
+        )));
+    }
+
+    /// Stops the workers, then the simulators.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for w in self.workers {
+            let _ = w.await;
+        }
+        self.sim.shutdown().await;
+    }
+}
