@@ -112,6 +112,10 @@ pub struct MigrateArgs {
     /// Only list the pending migrations; exit 1 if there are any.
     #[arg(long)]
     pub check: bool,
+    /// Do not create or grant the roles importer_worker and importer_operator (for a user
+    /// without CREATEROLE; grant them yourself, see the README).
+    #[arg(long)]
+    pub skip_roles: bool,
 }
 
 /// Where the API keys come from: an environment variable, a file or standard input, never argv.

@@ -118,7 +118,9 @@ async fn run_on<W: Write>(
     out: &mut W,
 ) -> anyhow::Result<()> {
     match command {
-        Command::Migrate(args) => migrate::run(pool, args.check, format, out).await,
+        Command::Migrate(args) => {
+            migrate::run(pool, args.check, args.skip_roles, format, out).await
+        }
         Command::Accounts(command) => accounts::run(pool, command, format, out).await,
         Command::Lists(command) => lists::run(pool, command, format, out).await,
         Command::Runs(command) => runs::run(pool, command, format, out).await,

@@ -217,6 +217,29 @@ fn compose_file_has_the_services_of_the_deployment() {
         command(&doc, "exporter")[..2],
         ["importer-admin", "exporter"]
     );
+    // Least privilege: who logs in as whom.
+    let login = |name: &str| {
+        let url = environment(&doc, name)
+            .into_iter()
+            .rfind(|(k, _)| k == "DATABASE_URL")
+            .map(|(_, v)| v)
+            .unwrap();
+        let user = url.split("://").nth(1).unwrap().split(':').next().unwrap();
+        user.to_owned()
+    };
+    assert_eq!(
+        login("migrate"),
+        "importer",
+        "migrations run as the schema's owner"
+    );
+    assert_eq!(login("worker"), "worker");
+    for name in ["seed", "dashboard", "exporter", "admin"] {
+        assert_eq!(login(name), "operator", "{name}");
+    }
+    let roles = std::fs::read_to_string(repo().join("deploy/postgres/roles.sql")).unwrap();
+    assert!(
+        roles.contains("IN ROLE importer_worker") && roles.contains("IN ROLE importer_operator")
+    );
     // Prometheus reads the rules and the scrape configuration from deploy/prometheus.
     let volumes = format!("{:?}", service(&doc, "prometheus")["volumes"]);
     assert!(

@@ -1,5 +1,6 @@
-//! `migrate` (apply `importer_core::MIGRATOR`, idempotent) and `migrate --check` (list pending
-//! migrations, fail if there are any).
+//! `migrate` (apply `importer_core::MIGRATOR`, then the roles and grants of
+//! `importer_core::roles`; idempotent) and `migrate --check` (list pending migrations, fail if
+//! there are any).
 
 use std::io::Write;
 
@@ -23,6 +24,7 @@ struct MigrationView {
 pub async fn run<W: Write>(
     pool: &PgPool,
     check: bool,
+    skip_roles: bool,
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
@@ -55,6 +57,12 @@ pub async fn run<W: Write>(
         .run(pool)
         .await
         .context("cannot apply the migrations")?;
+    if !skip_roles {
+        importer_core::roles::apply(pool).await.context(
+            "cannot create the roles importer_worker and importer_operator or grant them \
+             (the migrating user needs CREATEROLE and must own the schema; --skip-roles skips)",
+        )?;
+    }
     let applied: Vec<&MigrationView> = pending;
     let text = if applied.is_empty() {
         format!(

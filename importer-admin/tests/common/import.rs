@@ -88,6 +88,17 @@ impl Import {
 
     /// Starts in-process worker `k`, serving `/metrics` on `http_addr` when given.
     pub fn spawn_worker(&mut self, pool: &PgPool, http_addr: Option<&str>, k: usize) {
+        let options = pool.connect_options().as_ref().clone();
+        self.spawn_worker_on(options, http_addr, k);
+    }
+
+    /// Starts in-process worker `k` connecting with `options` (e.g. as another role).
+    pub fn spawn_worker_on(
+        &mut self,
+        options: sqlx::postgres::PgConnectOptions,
+        http_addr: Option<&str>,
+        k: usize,
+    ) {
         let config = WorkerConfig {
             worker_id: Some(format!("browser-worker-{k}")),
             concurrency: 8,
@@ -102,7 +113,7 @@ impl Import {
         };
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
-            .connect_lazy_with(pool.connect_options().as_ref().clone());
+            .connect_lazy_with(options);
         let secrets = SecretBox::from_hex(&self.admin.secret_key).unwrap();
         self.workers.push(tokio::spawn(importer_worker::run(
             config,
