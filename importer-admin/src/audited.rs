@@ -74,9 +74,15 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
             ),
             DeadCommand::List { .. } | DeadCommand::Show { .. } => return None,
         },
-        Command::Settings(SettingsCommand::Set { sync_lag }) => (
+        Command::Settings(SettingsCommand::Set(a)) => (
             "settings.set",
-            json!({ "sync_lag_secs": sync_lag.as_secs_f64() }),
+            json!({
+                "sync_lag_secs": a.sync_lag.map(|d| d.as_secs_f64()),
+                "keep_runs_secs": a.keep_runs.map(|d| d.as_secs()),
+                "keep_dead_jobs_secs": a.keep_dead_jobs.map(|d| d.as_secs()),
+                "keep_rejected_records_secs": a.keep_rejected_records.map(|d| d.as_secs()),
+                "keep_audit_log_secs": a.keep_audit_log.map(|d| d.as_secs()),
+            }),
         ),
         Command::Tick => ("tick", json!({})),
         Command::Seed(a) => ("seed", json!({ "sim_config": a.sim_config })),

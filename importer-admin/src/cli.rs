@@ -277,13 +277,31 @@ pub enum ListsCommand {
 pub enum SettingsCommand {
     /// Show the settings.
     Show,
-    /// Change settings.
-    Set {
-        /// How far behind the database clock a run's window ends (e.g. 60s, 2m): covers
-        /// Mailchimp's clock skew and late visibility of changes. At most 1d.
-        #[arg(long, value_parser = parse_interval)]
-        sync_lag: Duration,
-    },
+    /// Change settings (at least one).
+    Set(SettingsSetArgs),
+}
+
+/// `settings set`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct SettingsSetArgs {
+    /// How far behind the database clock a run's window ends (e.g. 60s, 2m): covers
+    /// Mailchimp's clock skew and late visibility of changes. At most 1d.
+    #[arg(long, value_parser = parse_interval)]
+    pub sync_lag: Option<Duration>,
+    /// Keep finished runs (with their dead jobs and rejected records) this long, e.g. 90d (at
+    /// least 1d; a list's newest completed run is always kept).
+    #[arg(long, value_parser = parse_interval)]
+    pub keep_runs: Option<Duration>,
+    /// Keep dead jobs this long (at least 1h).
+    #[arg(long, value_parser = parse_interval)]
+    pub keep_dead_jobs: Option<Duration>,
+    /// Keep rejected records this long (at least 1h).
+    #[arg(long, value_parser = parse_interval)]
+    pub keep_rejected_records: Option<Duration>,
+    /// Keep audit log rows this long (at least 1d).
+    #[arg(long, value_parser = parse_interval)]
+    pub keep_audit_log: Option<Duration>,
 }
 
 /// `lists add`.

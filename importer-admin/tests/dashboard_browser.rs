@@ -164,7 +164,7 @@ fn digits(text: &str) -> i64 {
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn the_overview_shows_a_real_import_advance_without_a_reload(pool: PgPool) {
     let _one = BROWSER.lock().await;
-    let mut import = Import::start(&pool, 30_000, 120).await;
+    let mut import = Import::start(&pool, 60_000, 600).await;
     import.spawn_worker(&pool, None, 1);
     import.spawn_worker(&pool, None, 2);
     let dashboard = Dashboard::start(&import.admin);
@@ -210,7 +210,7 @@ async fn the_overview_shows_a_real_import_advance_without_a_reload(pool: PgPool)
         )
         .await;
     let imported = browser.text("#run-imported").await.unwrap();
-    assert!(imported.starts_with("30,000"), "{imported}");
+    assert!(imported.starts_with("60,000"), "{imported}");
     browser
         .client
         .goto(&format!("{}/runs/1", dashboard.base))

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod range_reader;
 pub mod rejected;
 pub mod rejection;
+pub mod retention;
 pub mod roles;
 pub mod runs;
 pub mod secrets;

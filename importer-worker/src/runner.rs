@@ -10,7 +10,7 @@ use importer_core::destination::{DestinationClient, DestinationConfig};
 use importer_core::mailchimp::{MailchimpClient, MailchimpConfig};
 use importer_core::queue;
 use importer_core::secrets::SecretBox;
-use importer_core::tick;
+use importer_core::{retention, tick};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -228,7 +228,7 @@ async fn claim_loop(
     }
 }
 
-/// Calls `importer.tick(now)` every `interval` until `shutdown`.
+/// Calls `importer.tick(now)`, then `importer.prune`, every `interval` until `shutdown`.
 async fn ticker(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
     let mut timer = tokio::time::interval(interval);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,6 +243,17 @@ async fn ticker(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "tick failed; will retry"),
+        }
+        // Retention rides on the tick: a bounded batch per kind, so old rows go steadily.
+        match retention::prune(&pool, retention::PRUNE_BATCH).await {
+            Ok(pruned) => {
+                for (what, n) in pruned.into_iter().filter(|(_, n)| *n > 0) {
+                    metrics::counter!("importer_pruned_total", "what" => what.clone())
+                        .increment(u64::try_from(n).unwrap_or_default());
+                    tracing::info!(what = %what, rows = n, "pruned rows past their retention");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "prune failed; will retry"),
         }
     }
 }
