@@ -340,3 +340,96 @@ async fn json_output_of_accounts_parses_back(pool: PgPool) {
     let listed = via_env.run(&["accounts", "list"]).ok().json();
     assert_eq!(listed[0]["name"], "acme");
 }
+
+/// URL overrides must be https, or plain http to a host of IMPORTER_HTTP_ALLOWED_HOSTS (by
+/// default this machine's loopback names): a key is never stored for a URL outside that policy.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn account_urls_must_be_https_or_plain_http_to_an_allowed_host(pool: PgPool) {
+    let admin = Admin::new(&pool);
+    let add = |admin: &Admin, name: &str, dest: &str, mc: &str| {
+        admin.run(&[
+            "accounts",
+            "add",
+            "--name",
+            name,
+            "--destination-url",
+            dest,
+            "--mailchimp-base-url",
+            mc,
+            "--mailchimp-key-env",
+            "MC_KEY",
+            "--destination-key-env",
+            "DEST_KEY",
+        ])
+    };
+    let refused = add(
+        &admin,
+        "a",
+        "http://records.example.com",
+        "https://us6.api.mailchimp.com/3.0",
+    )
+    .code(1);
+    assert!(
+        refused.stderr.contains("--destination-url"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("IMPORTER_HTTP_ALLOWED_HOSTS"),
+        "{}",
+        refused.stderr
+    );
+    let refused = add(
+        &admin,
+        "b",
+        "https://records.example.com",
+        "http://10.1.2.3:8081/3.0",
+    )
+    .code(1);
+    assert!(
+        refused.stderr.contains("--mailchimp-base-url"),
+        "{}",
+        refused.stderr
+    );
+    add(
+        &admin,
+        "c",
+        "https://records.example.com",
+        "https://us6.api.mailchimp.com/3.0",
+    )
+    .ok();
+    add(
+        &admin,
+        "d",
+        "http://127.0.0.1:9/dest",
+        "http://localhost:9/3.0",
+    )
+    .ok();
+    let allowed = admin.clone_with_env("IMPORTER_HTTP_ALLOWED_HOSTS", "records.example.com");
+    add(
+        &allowed,
+        "e",
+        "http://records.example.com",
+        "https://us6.api.mailchimp.com/3.0",
+    )
+    .ok();
+    let update = admin
+        .run(&[
+            "accounts",
+            "update",
+            "c",
+            "--destination-url",
+            "http://records.example.com",
+        ])
+        .code(1);
+    assert!(
+        update.stderr.contains("plain http is allowed only"),
+        "{}",
+        update.stderr
+    );
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM importer.accounts ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["c", "d", "e"]);
+}

@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod settings;
 pub mod throughput;
 pub mod tick;
+pub mod url_policy;
 pub mod window;
 
 /// The schema migrations (`migrations/` at the workspace root), shared by the binaries and tests.

@@ -113,6 +113,11 @@ pub struct WorkerConfig {
     /// PostgreSQL connections of this process (default: derived from concurrency).
     #[arg(long, env = "DATABASE_POOL_SIZE")]
     pub pool_size: Option<u32>,
+
+    /// Hosts an account's URL may reach over plain http (comma-separated); every other URL must
+    /// be https, or its jobs die as permanent before a key is sent.
+    #[arg(long, env = "IMPORTER_HTTP_ALLOWED_HOSTS", default_value = importer_core::url_policy::DEFAULT_HTTP_ALLOWED_HOSTS)]
+    pub http_allowed_hosts: String,
 }
 
 impl Default for WorkerConfig {
@@ -137,6 +142,7 @@ impl Default for WorkerConfig {
             max_snoozes: defaults::MAX_SNOOZES,
             max_snooze_age_secs: defaults::MAX_SNOOZE_AGE_SECS,
             pool_size: None,
+            http_allowed_hosts: importer_core::url_policy::DEFAULT_HTTP_ALLOWED_HOSTS.to_owned(),
         }
     }
 }

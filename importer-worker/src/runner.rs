@@ -86,6 +86,7 @@ async fn run_inner(
         dispatcher: Dispatcher::new(config.concurrency, in_flight.clone()),
         me: me.clone(),
         health: health.clone(),
+        url_policy: importer_core::url_policy::UrlPolicy::new(&config.http_allowed_hosts),
         stopping: shutdown.clone(),
     });
 

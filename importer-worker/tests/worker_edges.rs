@@ -288,3 +288,47 @@ async fn help_hides_secrets_and_warn_lines_name_their_job(pool: PgPool) {
     sigterm(&worker);
     assert!(worker.wait().unwrap().success());
 }
+
+/// An account whose URLs are outside the URL policy (plain http to a host off
+/// `IMPORTER_HTTP_ALLOWED_HOSTS`) gets no request at all: its jobs die as permanent, with the
+/// reason, before any key is sent.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_worker_never_sends_a_key_to_a_url_outside_the_policy(pool: PgPool) {
+    let mut h = Harness::start(pool, SimConfig::default()).await;
+    let a = h.add_account("plain", &[500], 2).await;
+    // The simulators listen on 127.0.0.1 over plain http; this worker allows only "sim".
+    let worker = h
+        .spawn_worker(WorkerConfig {
+            http_allowed_hosts: "sim".to_owned(),
+            ..h.worker_config(2)
+        })
+        .await;
+    let run = h.start_runs().await.remove(0);
+    let failed = h
+        .wait_finished(&[run.id], Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(
+        failed.status,
+        importer_core::runs::RunStatus::Failed,
+        "{failed:?}"
+    );
+    let (reason, error): (String, String) =
+        sqlx::query_as("SELECT reason, last_error FROM importer.dead_jobs WHERE run_id = $1")
+            .bind(run.id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(reason, "permanent");
+    assert!(
+        error.contains("no key was sent") && error.contains("IMPORTER_HTTP_ALLOWED_HOSTS"),
+        "{error}"
+    );
+    let account = &h.accounts[a];
+    assert_eq!(h.sim.mailchimp().key_stats(&account.api_key).requests, 0);
+    assert_eq!(
+        h.sim.destination().stats(&account.destination_key).requests,
+        0
+    );
+    worker.stop().await;
+}

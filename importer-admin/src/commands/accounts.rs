@@ -11,6 +11,7 @@ use importer_core::lists;
 use importer_core::secrets::{
     redact_destination_key, redact_mailchimp_key, validate_mailchimp_key, Secret, SecretBox,
 };
+use importer_core::url_policy::UrlPolicy;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -109,11 +110,16 @@ pub async fn create(
     Ok(accounts::create(pool, &new).await?)
 }
 
-/// Checks that `url` is http(s) and drops a trailing slash (paths are appended to it).
+/// Checks that `url` is http(s) and within the URL policy (`importer_core::url_policy`), and
+/// drops a trailing slash (paths are appended to it).
 fn http_url(option: &str, url: &str) -> anyhow::Result<String> {
     let url = url.trim();
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
         bail!("{option} must be an http:// or https:// URL, got {url:?}");
+    }
+    // Keys go where these URLs point: https, or plain http only to an allowed host.
+    if let Err(refused) = UrlPolicy::from_env().check(url) {
+        bail!("{option}: {refused}");
     }
     Ok(url.trim_end_matches('/').to_owned())
 }

@@ -41,6 +41,21 @@ pub(super) async fn load(ctx: &JobContext, account_id: i64) -> Result<Credential
                 ))
             })
     };
+    // No key leaves for a URL outside the policy (stored before it, or by hand in SQL).
+    let mailchimp_base = stored
+        .mailchimp_base_url
+        .clone()
+        .unwrap_or_else(|| "https://api.mailchimp.com".to_owned());
+    for (what, url) in [
+        ("Mailchimp base URL", &mailchimp_base),
+        ("destination URL", &stored.destination_url),
+    ] {
+        ctx.url_policy.check(url).map_err(|refused| {
+            JobError::Permanent(format!(
+                "account {account_id}'s {what} is refused, no key was sent: {refused}"
+            ))
+        })?;
+    }
     let mailchimp_key = decrypt("Mailchimp key", &stored.mailchimp_key)?;
     let destination_key = decrypt("destination key", &stored.destination_key)?;
     let mailchimp = ctx

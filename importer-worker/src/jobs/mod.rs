@@ -47,6 +47,8 @@ pub(crate) struct JobContext {
     pub(crate) me: Weak<JobContext>,
     /// The worker's own health (a fault stops claiming).
     pub(crate) health: Health,
+    /// Where a key may be sent (https, or plain http to an allowed host).
+    pub(crate) url_policy: importer_core::url_policy::UrlPolicy,
     /// Cancelled at shutdown: no more handoffs (the claim loop no longer takes jobs).
     pub stopping: CancellationToken,
 }
