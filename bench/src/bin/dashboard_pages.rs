@@ -2,7 +2,7 @@
 //! database with 1,000,000 finished runs, 100,000 dead jobs and 10,000 lists
 //! (`bench/dashboard_seed.sql`). Prints p50, p95 and max of each page's full response time.
 //!
-//! Build first: `cargo build --release -p importer-admin -p importer-bench`.
+//! Build first: `cargo build --profile bench-max -p importer-admin -p importer-bench`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -18,9 +18,9 @@ struct Args {
     /// Requests per page.
     #[arg(long, default_value_t = 30)]
     samples: usize,
-    /// The importer-admin binary to serve with.
-    #[arg(long, default_value = "target/release/importer-admin")]
-    admin: String,
+    /// The importer-admin binary to serve with (default: the one beside this program).
+    #[arg(long)]
+    admin: Option<String>,
 }
 
 const TOKEN: &str = "bench-operator-token-0123456789";
@@ -58,7 +58,11 @@ async fn run(args: &Args, db: &BenchDb) -> anyhow::Result<()> {
         .await?;
     pool.close().await;
 
-    let mut child = Command::new(&args.admin)
+    let admin = match &args.admin {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe()?.with_file_name("importer-admin"),
+    };
+    let mut child = Command::new(&admin)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", &db.url)
         .env(
@@ -67,7 +71,7 @@ async fn run(args: &Args, db: &BenchDb) -> anyhow::Result<()> {
         )
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("cannot start {} (build it with --release)", args.admin))?;
+        .with_context(|| format!("cannot start {} (build it with importer-bench)", admin.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
