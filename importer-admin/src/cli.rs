@@ -113,7 +113,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub check: bool,
     /// Do not create or grant the roles importer_worker and importer_operator (for a user
-    /// without CREATEROLE; grant them yourself, see the README).
+    /// without CREATEROLE; grant them yourself, see docs/operations.md).
     #[arg(long)]
     pub skip_roles: bool,
 }

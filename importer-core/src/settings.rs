@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::queue::micros;
 
-/// The sync lag a fresh deployment starts with (the migration's default): see the README's
+/// The sync lag a fresh deployment starts with (the migration's default): see docs/architecture.md,
 /// "Sync correctness" for why 60 s.
 pub const DEFAULT_SYNC_LAG: Duration = Duration::from_secs(60);
 
