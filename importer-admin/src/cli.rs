@@ -550,4 +550,82 @@ mod tests {
     fn verify_cli() {
         Cli::command().debug_assert();
     }
+
+    /// The `$ importer-admin …` examples of the README and docs/, continuation lines joined,
+    /// comments, pipes and redirections cut off; examples with `...` placeholders skipped.
+    fn documented_commands() -> Vec<(String, Vec<String>)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = vec![root.join("README.md")];
+        let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        docs.sort();
+        files.extend(
+            docs.into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "md")),
+        );
+        let mut out = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                let Some(rest) = line.strip_prefix("$ importer-admin") else {
+                    continue;
+                };
+                let mut command = rest.to_owned();
+                while command.trim_end().ends_with('\\') {
+                    command = command.trim_end().trim_end_matches('\\').to_owned();
+                    command.push(' ');
+                    command.push_str(lines.next().unwrap_or_default());
+                }
+                let command = command
+                    .split("  #")
+                    .next()
+                    .unwrap_or_default()
+                    .split(['|', '<'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if command.contains("...") {
+                    continue;
+                }
+                let mut args = vec!["importer-admin".to_owned()];
+                args.extend(
+                    command
+                        .split_whitespace()
+                        .map(|a| a.trim_matches('"').to_owned()),
+                );
+                out.push((
+                    format!("{}: $ importer-admin{command}", file.display()),
+                    args,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every command the docs show is one the CLI accepts: a renamed flag or subcommand fails
+    /// here, not in a reader's terminal.
+    #[test]
+    fn every_command_in_the_docs_parses() {
+        let commands = documented_commands();
+        assert!(
+            commands.len() > 30,
+            "the docs show commands: {}",
+            commands.len()
+        );
+        let mut refused = Vec::new();
+        for (place, args) in commands {
+            match Cli::try_parse_from(&args) {
+                Ok(_) => {}
+                Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {}
+                Err(e) => refused.push(format!("{place}\n  {}", e.kind())),
+            }
+        }
+        assert!(
+            refused.is_empty(),
+            "refused by the CLI:\n{}",
+            refused.join("\n")
+        );
+    }
 }
