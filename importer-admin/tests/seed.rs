@@ -50,7 +50,8 @@ fn seed_args(path: &str) -> Vec<&str> {
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn seed_registers_the_sim_accounts_and_lists_idempotently(pool: PgPool) {
-    let admin = Admin::new(&pool);
+    // The simulators of compose are reached over plain http, as compose allows.
+    let admin = Admin::new(&pool).env("IMPORTER_HTTP_ALLOWED_HOSTS", "sim,127.0.0.1");
     let path = write_config("seed-ok", CONFIG);
     let first = admin.run(&seed_args(path.to_str().unwrap())).ok();
     assert!(first.stdout.contains("5 created"), "{}", first.stdout);
@@ -112,7 +113,8 @@ async fn seed_registers_the_sim_accounts_and_lists_idempotently(pool: PgPool) {
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn seed_refuses_a_bad_config_and_changes_nothing(pool: PgPool) {
-    let admin = Admin::new(&pool);
+    // The simulators of compose are reached over plain http, as compose allows.
+    let admin = Admin::new(&pool).env("IMPORTER_HTTP_ALLOWED_HOSTS", "sim,127.0.0.1");
     let without_destination = CONFIG.replace("destination_key = \"dest-globex-93e2aa\"\n", "");
     let path = write_config("seed-no-dest", &without_destination);
     let refused = admin.run(&seed_args(path.to_str().unwrap())).code(1);
@@ -168,7 +170,8 @@ async fn the_example_sim_config_seeds(pool: PgPool) {
         env!("CARGO_MANIFEST_DIR"),
         "/../importer-sim/sim.example.toml"
     );
-    let admin = Admin::new(&pool);
+    // The simulators of compose are reached over plain http, as compose allows.
+    let admin = Admin::new(&pool).env("IMPORTER_HTTP_ALLOWED_HOSTS", "sim,127.0.0.1");
     let seeded = admin.run(&seed_args(example)).ok();
     assert!(seeded.stdout.contains("initech"), "{}", seeded.stdout);
 }

@@ -269,3 +269,23 @@ async fn records_per_minute_add_up_what_runs_import(pool: PgPool) {
         .unwrap();
     assert_eq!(rows, 1, "one row per minute and backend");
 }
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn the_queue_table_is_vacuumed_by_dead_tuple_count_at_full_speed(pool: PgPool) {
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'importer.jobs'::regclass ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for expected in [
+        "autovacuum_vacuum_cost_delay=0",
+        "autovacuum_vacuum_scale_factor=0",
+        "autovacuum_vacuum_threshold=10000",
+    ] {
+        assert!(
+            options.iter().any(|o| o == expected),
+            "{expected} not in {options:?}"
+        );
+    }
+}

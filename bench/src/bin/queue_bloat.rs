@@ -29,6 +29,11 @@ struct Cli {
     /// Seconds between samples.
     #[arg(long, default_value_t = 10)]
     every: u64,
+    /// When the server's autovacuum is off, run `VACUUM importer.jobs` at every sample instead
+    /// (what autovacuum does with the queue table's settings); without it the run shows the
+    /// table growing with dead tuples.
+    #[arg(long)]
+    vacuum: bool,
 }
 
 /// The jobs table as PostgreSQL reports it.
@@ -134,6 +139,18 @@ async fn run(cli: &Cli, db: &BenchDb) -> anyhow::Result<()> {
         "{:>9} {:>9} {:>9} {:>12} {:>12} {:>8} {:>8} {:>5}",
         "at", "enqueued", "queued", "table", "indexes", "live", "dead", "avac"
     );
+    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(&pool)
+        .await?;
+    let vacuum = cli.vacuum && autovacuum == "off";
+    println!(
+        "autovacuum is {autovacuum}{}",
+        if vacuum {
+            "; this run VACUUMs importer.jobs at every sample instead"
+        } else {
+            ""
+        }
+    );
     let started = Instant::now();
     print(0.0, 0, &sample(&pool).await?);
     let workers = spawn_workers(&db.url, cli.processes)?;
@@ -157,6 +174,9 @@ async fn run(cli: &Cli, db: &BenchDb) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         if Instant::now() >= next_sample {
+            if vacuum {
+                sqlx::query("VACUUM importer.jobs").execute(&pool).await?;
+            }
             let s = sample(&pool).await?;
             peak_table = peak_table.max(s.table_bytes);
             peak_index = peak_index.max(s.index_bytes);
@@ -172,7 +192,21 @@ async fn run(cli: &Cli, db: &BenchDb) -> anyhow::Result<()> {
     let before = sample(&pool).await?;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut after = sample(&pool).await?;
-    while after.autovacuums == before.autovacuums && Instant::now() < deadline {
+    let vacuums: i64 = sqlx::query_scalar(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = 'importer' AND relname = 'jobs'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!("manual vacuums: {vacuums}");
+    if vacuum {
+        sqlx::query("VACUUM importer.jobs").execute(&pool).await?;
+        after = sample(&pool).await?;
+    }
+    while !vacuum
+        && autovacuum == "on"
+        && after.autovacuums == before.autovacuums
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_secs(5)).await;
         after = sample(&pool).await?;
     }
