@@ -148,9 +148,14 @@ pub async fn claim(
     // A claim need not wait for its WAL flush: if PostgreSQL itself crashes before the flush, the
     // claim is simply lost and the job is waiting again (delivery is at least once anyway), while
     // an idle worker picks a new job up one disk flush sooner. Completions stay synchronous.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
+    // No JIT: the claim's estimated cost passes jit_above_cost once the planner sees a large
+    // jobs table (after a VACUUM updated its statistics), and compiling it took ~1 s per claim
+    // for a statement that runs in milliseconds (queue_bloat: 100 jobs/s instead of thousands).
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
     reap_expired(&mut *tx).await?;
 
     // Candidates come from the jobs (a skip scan over jobs_waiting, and expired leases), not
@@ -342,6 +347,35 @@ pub async fn heartbeat(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Regression: claims ran with JIT, which compiled the claim statement for ~1 s per claim
+    /// once its estimated cost passed `jit_above_cost` (a large jobs table after a VACUUM). The
+    /// claim's transaction turns JIT off; a trigger on the claimed rows reads the setting there.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn a_claim_runs_without_jit(pool: PgPool) {
+        sqlx::raw_sql(
+            "CREATE TABLE test_jit (jit text);
+             CREATE FUNCTION test_jit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO test_jit VALUES (current_setting('jit')); RETURN NEW; END $$;
+             CREATE TRIGGER test_jit AFTER UPDATE ON importer.jobs FOR EACH ROW
+              EXECUTE FUNCTION test_jit();
+             INSERT INTO importer.accounts (name, mailchimp_key, mailchimp_key_hint, destination_url,
+                                            destination_key, destination_key_hint)
+             VALUES ('acme', '\\x00', '-', 'https://x.example', '\\x00', '-');
+             INSERT INTO importer.jobs (kind, account_id) VALUES ('noop', 1);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("SET jit = on").execute(&pool).await.unwrap();
+        let jobs = claim(&pool, "w", 1, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let seen: Vec<String> = sqlx::query_scalar("SELECT jit FROM test_jit")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(seen, vec!["off"]);
+    }
 
     /// Regression: the due-jobs count of each candidate account was one OR over waiting and
     /// expired jobs, which PostgreSQL ran as a sequential scan of `jobs` per account (2x slower
