@@ -98,6 +98,17 @@ impl Browser {
         .await;
     }
 
+    /// The element, once the page that has it is loaded: a click's navigation takes its time,
+    /// and `find` looks at whatever page is there now.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
     async fn text(&self, css: &str) -> Option<String> {
         match self.client.find(Locator::Css(css)).await {
             Ok(e) => e.text().await.ok(),
@@ -193,8 +204,19 @@ async fn the_overview_shows_a_real_import_advance_without_a_reload(pool: PgPool)
         "progress only advances: {seen:?}"
     );
     assert_eq!(browser.client.current_url().await.unwrap().path(), "/");
-    let workers = browser.text("#workers").await.unwrap_or_default();
-    assert!(workers.contains("browser-worker-"), "{workers}");
+    // The workers' section names the workers holding jobs (the section is replaced at every
+    // refresh, and between two jobs a worker may hold none: read it until it shows one).
+    browser
+        .wait_for(
+            || async {
+                browser
+                    .text("#workers")
+                    .await
+                    .is_some_and(|t| t.contains("browser-worker-"))
+            },
+            "a worker on the overview",
+        )
+        .await;
     browser.screenshot("overview.png").await;
 
     // The run's page follows it to the end.
@@ -259,21 +281,19 @@ async fn a_failed_runs_dead_jobs_are_requeued_with_the_button_and_the_run_comple
         .click()
         .await
         .unwrap();
-    let question = browser.text("#confirm-question").await.unwrap();
+    let question = browser
+        .element("#confirm-question")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(question.contains("Requeue all"), "{question}");
     assert_eq!(
         run_status(&pool, 1).await,
         "failed",
         "nothing moves before the confirmation"
     );
-    browser
-        .client
-        .find(Locator::Id("confirm"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.element("#confirm").await.click().await.unwrap();
     browser
         .wait_for(
             || async { browser.text("#run-live-status").await.as_deref() == Some("completed") },
