@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::import::Import;
+use common::import::{wait_for_run, Import};
 use sqlx::PgPool;
 use yaml_rust2::YamlLoader;
 
@@ -170,21 +170,7 @@ async fn every_metric_of_the_alerts_and_the_dashboard_is_exposed(pool: PgPool) {
     let worker_addr = format!("127.0.0.1:{}", free_port());
     import.spawn_worker(&pool, Some(&worker_addr), 1);
     import.admin.run(&["runs", "start", "acme/browser01"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status: String = sqlx::query_scalar("SELECT status FROM importer.runs WHERE id = 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if status == "completed" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the import did not complete ({status})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_run(&pool, 1, "completed", Duration::from_secs(60)).await;
     let worker_metrics = get(&format!("http://{worker_addr}/metrics")).await;
 
     // The exporter on the same database.

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dashboard::{Dashboard, OPERATOR_TOKEN};
-use common::import::Import;
+use common::import::{run_status, wait_for_run, Import};
 use fantoccini::{Client, ClientBuilder, Locator};
 use importer_sim::DestinationFaults;
 use sqlx::PgPool;
@@ -153,14 +153,6 @@ fn chromium() -> String {
     .to_string()
 }
 
-async fn run_status(pool: &PgPool, run: i64) -> String {
-    sqlx::query_scalar("SELECT status FROM importer.runs WHERE id = $1")
-        .bind(run)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 fn digits(text: &str) -> i64 {
     text.split('/')
         .next()
@@ -253,11 +245,7 @@ async fn a_failed_runs_dead_jobs_are_requeued_with_the_button_and_the_run_comple
     });
     import.spawn_worker(&pool, None, 1);
     import.admin.run(&["runs", "start", "acme/browser01"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while run_status(&pool, 1).await != "failed" {
-        assert!(Instant::now() < deadline, "run 1 did not fail");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_run(&pool, 1, "failed", Duration::from_secs(90)).await;
     import
         .sim
         .destination()

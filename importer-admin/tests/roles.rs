@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::import::Import;
+use common::import::{wait_for_run, Import};
 use common::Admin;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -69,21 +69,7 @@ async fn a_worker_role_imports_but_cannot_change_the_schema_or_read_the_audit_lo
     let options = as_worker.connect_options().as_ref().clone();
     import.spawn_worker_on(options, None, 1);
     import.admin.run(&["runs", "start", "acme/browser01"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status: String = sqlx::query_scalar("SELECT status FROM importer.runs WHERE id = 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if status == "completed" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker role's import did not complete ({status})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_run(&pool, 1, "completed", Duration::from_secs(60)).await;
     // A worker holds jobs, ticks and completes runs: all of that through its grants.
     let cursor: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT synced_until FROM importer.lists")

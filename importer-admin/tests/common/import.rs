@@ -132,3 +132,28 @@ impl Import {
         self.sim.shutdown().await;
     }
 }
+
+/// Run `run`'s status now.
+pub async fn run_status(pool: &PgPool, run: i64) -> String {
+    sqlx::query_scalar("SELECT status FROM importer.runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until run `run` is in `status`; panics with the status it is in after `timeout`.
+pub async fn wait_for_run(pool: &PgPool, run: i64, status: &str, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = run_status(pool, run).await;
+        if now == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {run} is {now}, not {status}, after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
