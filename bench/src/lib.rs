@@ -97,14 +97,13 @@ pub async fn sim_account(
     sim.destination().add_key(&destination_key);
     let account = accounts::create(
         pool,
+        secret_box,
         &NewAccount {
             name: name.to_owned(),
-            mailchimp_key: secret_box.encrypt(&api_key),
-            mailchimp_key_hint: secrets::redact_mailchimp_key(&api_key),
+            mailchimp_key: secrets::Secret::new(api_key.clone()),
             mailchimp_base_url: Some(sim.mailchimp_url()),
             destination_url: sim.destination_url(),
-            destination_key: secret_box.encrypt(&destination_key),
-            destination_key_hint: secrets::redact_destination_key(&destination_key),
+            destination_key: secrets::Secret::new(destination_key.clone()),
             max_concurrency: 10,
         },
     )

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::cli::{
-    AccountsCommand, Command, DeadCommand, LagArg, ListsCommand, RunsCommand, SettingsCommand,
-    UsageError,
+    AccountsCommand, Command, DeadCommand, LagArg, ListsCommand, RunsCommand, SecretsCommand,
+    SettingsCommand, UsageError,
 };
 
 /// The action name and objects of a command that changes something; none for a read.
@@ -85,8 +85,12 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
             }),
         ),
         Command::Tick => ("tick", json!({})),
+        Command::Secrets(SecretsCommand::Rotate { batch }) => {
+            ("secrets.rotate", json!({ "batch": batch }))
+        }
         Command::Seed(a) => ("seed", json!({ "sim_config": a.sim_config })),
         Command::Settings(SettingsCommand::Show)
+        | Command::Secrets(SecretsCommand::Status)
         | Command::Migrate(_)
         | Command::Queue
         | Command::Demo(_)

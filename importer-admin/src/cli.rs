@@ -52,6 +52,9 @@ pub enum Command {
     /// Deployment-wide settings: the sync lag.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// The encryption of stored API keys: which key sealed them, and rotation to a new key.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Register the accounts and lists of an importer-sim config file (idempotent).
     Seed(SeedArgs),
     /// Run a real import end to end in process: simulators, workers, full and incremental sync,
@@ -269,6 +272,21 @@ pub enum ListsCommand {
         /// New cursor (RFC 3339, e.g. 2026-11-01T00:00:00Z): changes since then are synced again.
         #[arg(long, value_parser = parse_time)]
         to: Option<DateTime<Utc>>,
+    },
+}
+
+/// `secrets ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// How many stored keys each encryption key sealed (IMPORTER_SECRET_KEY is "current",
+    /// IMPORTER_SECRET_KEY_PREVIOUS "previous"); nothing is decrypted.
+    Status,
+    /// Re-seal every stored key under IMPORTER_SECRET_KEY, opening it with that key or
+    /// IMPORTER_SECRET_KEY_PREVIOUS; in batches, while workers run. Idempotent.
+    Rotate {
+        /// Accounts per transaction.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch: i64,
     },
 }
 

@@ -21,7 +21,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, UsageError};
 use crate::commands::{
-    accounts, dead, demo, exporter, lists, migrate, queue, runs, seed, serve, settings, tick,
+    accounts, dead, demo, exporter, lists, migrate, queue, runs, secrets, seed, serve, settings,
+    tick,
 };
 
 /// Connections of the admin pool: commands run one statement at a time.
@@ -128,6 +129,7 @@ async fn run_on<W: Write>(
         Command::Queue => queue::run(pool, format, out).await,
         Command::Tick => tick::run(pool, format, out).await,
         Command::Settings(command) => settings::run(pool, command, format, out).await,
+        Command::Secrets(command) => secrets::run(pool, command, format, out).await,
         Command::Seed(args) => seed::run(pool, args, format, out).await,
         Command::Demo(_) | Command::Serve(_) | Command::Exporter(_) => Err(anyhow::anyhow!(
             "demo, serve and exporter are dispatched before connecting"

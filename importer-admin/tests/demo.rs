@@ -179,3 +179,83 @@ async fn the_demo_keeps_its_dashboard_up_with_serve_until_ctrl_c() {
     );
     assert!(!database_exists(&database).await, "{database} was dropped");
 }
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn silent_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port().to_string()
+}
+
+/// No DATABASE_URL and nothing on the default port (PGPORT): the demo makes a private cluster
+/// with the installed server binaries, runs in it, and removes it.
+#[tokio::test]
+async fn with_no_server_the_demo_runs_in_a_private_cluster_it_removes_afterwards() {
+    let port = silent_port();
+    let demo = Admin::with_url(None)
+        .env("PGPORT", &port)
+        .run(&[
+            "demo",
+            "--accounts",
+            "1",
+            "--contacts",
+            "300",
+            "--workers",
+            "1",
+            "--lists-per-account",
+            "1",
+        ])
+        .ok();
+    let out = &demo.stdout;
+    let intro = format!(
+        "no PostgreSQL answered on 127.0.0.1:{port} and DATABASE_URL is not set: started a private throw-away cluster in "
+    );
+    let start = out.find(&intro).unwrap_or_else(|| panic!("{out}")) + intro.len();
+    let dir: String = out[start..].chars().take_while(|c| *c != ' ').collect();
+    assert!(dir.contains("importer-demo-pg-"), "{dir}");
+    assert!(
+        out.contains("OK: 306 records expected, 0 missing, 0 stale"),
+        "{out}"
+    );
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "{dir} was removed with its server"
+    );
+    // Its server is gone too: nothing listens where the demo database was.
+    let on = format!("demo database {} on 127.0.0.1:", database_name(out));
+    let at = out.find(&on).unwrap_or_else(|| panic!("{out}")) + on.len();
+    let cluster_port: u16 = out[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    assert_ne!(cluster_port.to_string(), port);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", cluster_port)).is_err());
+}
+
+/// No DATABASE_URL, nothing on the default port and no server binaries: one clear message
+/// naming the ways to get a server, exit 1, in well under a second of work.
+#[tokio::test]
+async fn with_no_server_and_no_binaries_the_demo_says_how_to_get_one() {
+    let port = silent_port();
+    let empty = std::env::temp_dir().join(format!("importer-no-pg-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let demo = Admin::with_url(None)
+        .env("PGPORT", &port)
+        .env("IMPORTER_PG_BINDIR", empty.to_str().unwrap())
+        .run(&["demo"])
+        .code(1);
+    let err = &demo.stderr;
+    for text in [
+        &format!("no PostgreSQL answers on 127.0.0.1:{port} and DATABASE_URL is not set"),
+        "no PostgreSQL server binaries (initdb, pg_ctl) were found",
+        "DATABASE_URL=postgres://",
+        "docker run -d --rm -p 5432:5432",
+        "apt-get install postgresql",
+        "IMPORTER_PG_BINDIR",
+    ] {
+        assert!(err.contains(text), "{text:?} not in:\n{err}");
+    }
+    assert!(demo.stdout.is_empty(), "{}", demo.stdout);
+    std::fs::remove_dir(&empty).unwrap();
+}

@@ -1,34 +1,33 @@
 //! Accounts: a client's Mailchimp key, destination and Mailchimp concurrency budget.
 //!
-//! Secrets arrive here already encrypted (`secrets::SecretBox`) and are stored as bytes with a
-//! redacted hint for display; this module never sees a plaintext key, and no `Debug` output of
-//! its types contains the encrypted bytes either.
+//! Keys are sealed with `secrets::SecretBox` for their row and column (which is why [`create`]
+//! reserves the account's id before it encrypts) and stored with a redacted hint for display.
+//! No `Debug` output of these types contains a key, plaintext or encrypted. [`rotate_secrets`]
+//! re-seals every stored key under the current encryption key.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 
+use crate::secrets::{Sealed, Secret, SecretBox, SecretField, SecretSlot};
+
 /// `max_concurrency` of a new account when none is given (Mailchimp allows 10 per key).
 pub const DEFAULT_MAX_CONCURRENCY: i32 = 10;
 
-/// A new account; the keys are already encrypted.
+/// A new account, keys in plaintext: [`create`] seals them for the new row.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewAccount {
     /// Unique, non-empty name.
     pub name: String,
-    /// Encrypted Mailchimp API key.
-    pub mailchimp_key: Vec<u8>,
-    /// Redacted Mailchimp key for display, e.g. `…-us6`.
-    pub mailchimp_key_hint: String,
+    /// Mailchimp API key.
+    pub mailchimp_key: Secret,
     /// Overrides the Mailchimp base URL derived from the key (the simulator).
     pub mailchimp_base_url: Option<String>,
     /// Base URL of the records API.
     pub destination_url: String,
-    /// Encrypted destination key.
-    pub destination_key: Vec<u8>,
-    /// Redacted destination key for display.
-    pub destination_key_hint: String,
+    /// Destination API key.
+    pub destination_key: Secret,
     /// Most Mailchimp requests in flight for this account (1..=1000).
     pub max_concurrency: i32,
 }
@@ -86,10 +85,8 @@ impl fmt::Debug for NewAccount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewAccount")
             .field("name", &self.name)
-            .field("mailchimp_key", &self.mailchimp_key_hint)
             .field("mailchimp_base_url", &self.mailchimp_base_url)
             .field("destination_url", &self.destination_url)
-            .field("destination_key", &self.destination_key_hint)
             .field("max_concurrency", &self.max_concurrency)
             .finish()
     }
@@ -100,14 +97,14 @@ impl fmt::Debug for NewAccount {
 pub struct AccountUpdate {
     /// New name.
     pub name: Option<String>,
-    /// New encrypted Mailchimp key and its hint.
-    pub mailchimp_key: Option<(Vec<u8>, String)>,
+    /// New Mailchimp key, sealed for this account ([`SecretBox::seal`]).
+    pub mailchimp_key: Option<Sealed>,
     /// New base URL override; `Some(None)` removes it.
     pub mailchimp_base_url: Option<Option<String>>,
     /// New destination base URL.
     pub destination_url: Option<String>,
-    /// New encrypted destination key and its hint.
-    pub destination_key: Option<(Vec<u8>, String)>,
+    /// New destination key, sealed for this account.
+    pub destination_key: Option<Sealed>,
     /// New concurrency budget.
     pub max_concurrency: Option<i32>,
     /// Pause or resume.
@@ -116,7 +113,7 @@ pub struct AccountUpdate {
 
 impl fmt::Debug for AccountUpdate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hint = |k: &Option<(Vec<u8>, String)>| k.as_ref().map(|(_, hint)| hint.clone());
+        let hint = |k: &Option<Sealed>| k.as_ref().map(|sealed| sealed.hint.clone());
         f.debug_struct("AccountUpdate")
             .field("name", &self.name)
             .field("mailchimp_key", &hint(&self.mailchimp_key))
@@ -194,24 +191,37 @@ fn classify(error: sqlx::Error, name: Option<&str>) -> AccountError {
     AccountError::Database(error)
 }
 
-/// Creates an account. Errors: [`AccountError::NameTaken`], [`AccountError::Invalid`],
-/// database failures.
-pub async fn create(pool: &PgPool, account: &NewAccount) -> Result<Account, AccountError> {
+/// Creates an account: reserves its id, seals both keys for it under `secrets`' current key,
+/// stores them with their hints. Errors: [`AccountError::NameTaken`], [`AccountError::Invalid`],
+/// database failures (a failed insert leaves a gap in the ids, nothing else).
+pub async fn create(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    account: &NewAccount,
+) -> Result<Account, AccountError> {
+    let id: i64 =
+        sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('importer.accounts', 'id'))")
+            .fetch_one(pool)
+            .await?;
+    let mailchimp = secrets.seal(id, SecretField::MailchimpKey, &account.mailchimp_key);
+    let destination = secrets.seal(id, SecretField::DestinationKey, &account.destination_key);
     let sql = format!(
         "INSERT INTO importer.accounts
-                (name, mailchimp_key, mailchimp_key_hint, mailchimp_base_url, destination_url,
+                (id, name, mailchimp_key, mailchimp_key_hint, mailchimp_base_url, destination_url,
                  destination_key, destination_key_hint, max_concurrency)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         OVERRIDING SYSTEM VALUE
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          RETURNING {ACCOUNT_COLUMNS}"
     );
     sqlx::query_as(&sql)
+        .bind(id)
         .bind(&account.name)
-        .bind(&account.mailchimp_key)
-        .bind(&account.mailchimp_key_hint)
+        .bind(&mailchimp.bytes)
+        .bind(&mailchimp.hint)
         .bind(&account.mailchimp_base_url)
         .bind(&account.destination_url)
-        .bind(&account.destination_key)
-        .bind(&account.destination_key_hint)
+        .bind(&destination.bytes)
+        .bind(&destination.hint)
         .bind(account.max_concurrency)
         .fetch_one(pool)
         .await
@@ -279,9 +289,9 @@ pub async fn update(
         .ok_or(AccountError::NotFound(id))
 }
 
-fn split_key(key: &Option<(Vec<u8>, String)>) -> (Option<&[u8]>, Option<&str>) {
+fn split_key(key: &Option<Sealed>) -> (Option<&[u8]>, Option<&str>) {
     match key {
-        Some((bytes, hint)) => (Some(bytes.as_slice()), Some(hint.as_str())),
+        Some(sealed) => (Some(sealed.bytes.as_slice()), Some(sealed.hint.as_str())),
         None => (None, None),
     }
 }
@@ -377,4 +387,185 @@ pub async fn summaries(
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+/// An account's two stored keys, still sealed.
+#[derive(sqlx::FromRow)]
+struct SealedKeys {
+    id: i64,
+    mailchimp_key: Vec<u8>,
+    destination_key: Vec<u8>,
+}
+
+impl SealedKeys {
+    fn fields(&self) -> [(SecretField, &[u8]); 2] {
+        [
+            (SecretField::MailchimpKey, &self.mailchimp_key),
+            (SecretField::DestinationKey, &self.destination_key),
+        ]
+    }
+}
+
+/// Accounts after id `after`, at most `limit`, with their sealed keys; locked when `lock`.
+async fn sealed_page<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: i64,
+    limit: i64,
+    lock: bool,
+) -> Result<Vec<SealedKeys>, sqlx::Error> {
+    let sql = format!(
+        "SELECT id, mailchimp_key, destination_key FROM importer.accounts
+          WHERE id > $1 ORDER BY id LIMIT $2 {}",
+        if lock { "FOR UPDATE" } else { "" }
+    );
+    sqlx::query_as(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(executor)
+        .await
+}
+
+/// A stored key that a rotation could not re-seal, and why (the error never holds the key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotationFailure {
+    /// The account.
+    pub account_id: i64,
+    /// The column.
+    pub column: &'static str,
+    /// Why: a key this process lacks, or bytes that do not belong to this row.
+    pub error: String,
+}
+
+/// What [`rotate_secrets`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RotationReport {
+    /// Accounts looked at.
+    pub accounts: u64,
+    /// Keys re-sealed under the current key.
+    pub resealed: u64,
+    /// Keys that already were (opened to check them, left as they are).
+    pub already_current: u64,
+    /// Keys that could not be opened; left as they are.
+    pub failed: Vec<RotationFailure>,
+}
+
+/// Re-seals every stored key under `secrets`' current key, `batch` accounts per transaction in
+/// id order, calling `progress` after each batch. A batch locks its rows only while it re-seals
+/// them (microseconds per key), so workers go on reading the keys (MVCC) and opening them with
+/// the current or the previous key; `accounts update` waits for the batch at most. Idempotent:
+/// run it again after an interruption. A key that does not open is reported and left alone.
+/// Errors are database failures.
+pub async fn rotate_secrets(
+    pool: &PgPool,
+    secrets: &SecretBox,
+    batch: i64,
+    mut progress: impl FnMut(&RotationReport),
+) -> Result<RotationReport, AccountError> {
+    let mut report = RotationReport::default();
+    let mut after = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let page = sealed_page(&mut *tx, after, batch.max(1), true).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.id;
+        let (mut ids, mut mailchimp, mut destination) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &page {
+            report.accounts += 1;
+            let mut changed = false;
+            let mut new = [None, None];
+            for (k, (field, stored)) in row.fields().into_iter().enumerate() {
+                match secrets.reseal(SecretSlot::new(row.id, field), stored) {
+                    Ok(Some(bytes)) => {
+                        report.resealed += 1;
+                        changed = true;
+                        new[k] = Some(bytes);
+                    }
+                    Ok(None) => report.already_current += 1,
+                    Err(error) => report.failed.push(RotationFailure {
+                        account_id: row.id,
+                        column: field.column(),
+                        error: error.to_string(),
+                    }),
+                }
+            }
+            if changed {
+                let [mc, dest] = new;
+                ids.push(row.id);
+                mailchimp.push(mc.unwrap_or_else(|| row.mailchimp_key.clone()));
+                destination.push(dest.unwrap_or_else(|| row.destination_key.clone()));
+            }
+        }
+        sqlx::query(
+            "UPDATE importer.accounts a
+                SET mailchimp_key = u.mailchimp_key, destination_key = u.destination_key
+               FROM unnest($1::bigint[], $2::bytea[], $3::bytea[])
+                    AS u(id, mailchimp_key, destination_key)
+              WHERE a.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&mailchimp)
+        .bind(&destination)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        progress(&report);
+    }
+    Ok(report)
+}
+
+/// How many stored keys each encryption key sealed, as `secrets status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeyUsage {
+    /// Id of the current key.
+    pub current_key_id: String,
+    /// Id of the previous key, when one is configured.
+    pub previous_key_id: Option<String>,
+    /// Keys sealed by the current key.
+    pub current: u64,
+    /// Keys sealed by the previous key: a rotation is not finished while this is above 0.
+    pub previous: u64,
+    /// Keys in the old format (no key id): `secrets rotate` upgrades them.
+    pub legacy: u64,
+    /// Keys sealed by keys this process does not have, by key id.
+    pub unknown: std::collections::BTreeMap<String, u64>,
+}
+
+/// Counts the stored keys by the key that sealed them (from their headers; only a value of an
+/// unknown key is tried, in case it is of the old format), reading the accounts in pages of
+/// 1,000. Errors are database failures.
+pub async fn key_usage(pool: &PgPool, secrets: &SecretBox) -> Result<KeyUsage, AccountError> {
+    use crate::secrets::SealedBy;
+    let mut usage = KeyUsage {
+        current_key_id: secrets.current_key_id(),
+        previous_key_id: secrets.previous_key_id(),
+        ..KeyUsage::default()
+    };
+    let mut after = 0;
+    loop {
+        let page = sealed_page(pool, after, 1000, false).await?;
+        let Some(last) = page.last() else {
+            return Ok(usage);
+        };
+        after = last.id;
+        for row in &page {
+            for (field, stored) in row.fields() {
+                match secrets.key_of(stored) {
+                    SealedBy::Current => usage.current += 1,
+                    SealedBy::Previous => usage.previous += 1,
+                    SealedBy::Legacy => usage.legacy += 1,
+                    // An old-format value whose nonce looks like a header (1 in 256) opens.
+                    SealedBy::Unknown(_)
+                        if secrets
+                            .decrypt(SecretSlot::new(row.id, field), stored)
+                            .is_ok() =>
+                    {
+                        usage.legacy += 1
+                    }
+                    SealedBy::Unknown(id) => *usage.unknown.entry(id).or_default() += 1,
+                }
+            }
+        }
+    }
 }

@@ -1,21 +1,35 @@
-//! Secrets: encryption at rest of API keys, the [`Secret`] wrapper that keeps them out of logs,
-//! redaction for display, and validation of the Mailchimp API key shape.
+//! Secrets: encryption at rest of API keys (with key rotation), the [`Secret`] wrapper that
+//! keeps them out of logs, redaction for display, and validation of the Mailchimp API key shape.
 //!
-//! Stored secrets are `nonce (12 bytes) || ChaCha20-Poly1305 ciphertext with its tag`, under one
-//! 32-byte key given to every process as 64 hex characters in `IMPORTER_SECRET_KEY`.
+//! A stored secret is `0x02 || key id (8 bytes) || nonce (12 bytes) || ChaCha20-Poly1305
+//! ciphertext and tag`. The associated data binds it to its place: the header, the account id and
+//! the column ([`SecretSlot`]), so a ciphertext copied to another account or column fails to
+//! decrypt. The key id (a truncated SHA-256 of the key, which reveals nothing usable about it)
+//! says which key sealed the value, which is what tells "this process lacks the key" (a fault of
+//! the process) from "these bytes were swapped or altered" (a fault of the row).
+//!
+//! Keys come as 64 hex characters: `IMPORTER_SECRET_KEY` seals and opens, and during a rotation
+//! `IMPORTER_SECRET_KEY_PREVIOUS` only opens. Values written before this format (`nonce ||
+//! ciphertext`, no header, no associated data) still open, and `secrets rotate` rewrites them.
 
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use sha2::{Digest, Sha256};
 
-/// The environment variable [`SecretBox::from_env`] reads.
+/// The environment variable holding the current key, which seals every new secret.
 pub const SECRET_KEY_ENV: &str = "IMPORTER_SECRET_KEY";
+/// The environment variable holding the previous key during a rotation (opens, never seals).
+pub const PREVIOUS_SECRET_KEY_ENV: &str = "IMPORTER_SECRET_KEY_PREVIOUS";
 
+const VERSION: u8 = 2;
+const KEY_ID_LEN: usize = 8;
+const HEADER_LEN: usize = 1 + KEY_ID_LEN;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
-/// Errors of the encryption key and of decryption.
+/// Errors of the encryption keys and of decryption.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The environment variable holding the encryption key is unset or not unicode.
@@ -38,12 +52,37 @@ pub enum SecretError {
         /// Smallest valid length: nonce plus tag, in bytes.
         min: usize,
     },
-    /// Authentication failed: wrong encryption key, or the stored bytes were altered.
-    #[error("stored secret failed to decrypt: wrong encryption key or corrupted data")]
+    /// The value was sealed by a key this process does not have: a fault of its configuration.
+    #[error("stored secret was sealed by key {key_id}, which is neither IMPORTER_SECRET_KEY (key {current}) nor IMPORTER_SECRET_KEY_PREVIOUS")]
+    UnknownKey {
+        /// Id of the key that sealed the value.
+        key_id: String,
+        /// Id of this process's current key.
+        current: String,
+    },
+    /// Sealed by a key we have, but it does not open here: the bytes were altered or belong to
+    /// another account or column.
+    #[error("stored secret does not open for account {account_id}'s {column}: it was altered or copied from another account or column")]
+    Misplaced {
+        /// The account the value was read for.
+        account_id: i64,
+        /// The column it was read from.
+        column: &'static str,
+    },
+    /// An old-format value (no key id) that none of this process's keys opens.
+    #[error("stored secret (old format, no key id) opens with none of this process's keys: wrong IMPORTER_SECRET_KEY or corrupted data")]
     Decrypt,
     /// The decrypted bytes are not UTF-8 (cannot happen for values we encrypted).
     #[error("decrypted secret is not valid UTF-8")]
     NotUtf8,
+}
+
+impl SecretError {
+    /// Whether the process reading the value is at fault (a missing or wrong key), rather than
+    /// the stored value: another process with the right keys can open it.
+    pub fn is_key_fault(&self) -> bool {
+        matches!(self, SecretError::UnknownKey { .. } | SecretError::Decrypt)
+    }
 }
 
 /// Why a string is not a Mailchimp API key. Messages never contain the key.
@@ -97,45 +136,167 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Encrypts and decrypts secrets with one ChaCha20-Poly1305 key.
+/// The encrypted columns of `importer.accounts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretField {
+    /// `mailchimp_key`.
+    MailchimpKey,
+    /// `destination_key`.
+    DestinationKey,
+}
+
+impl SecretField {
+    /// The column's name.
+    pub fn column(self) -> &'static str {
+        match self {
+            SecretField::MailchimpKey => "mailchimp_key",
+            SecretField::DestinationKey => "destination_key",
+        }
+    }
+
+    /// The redacted form of a value of this field, safe to display (its `_hint` column).
+    pub fn hint(self, secret: &Secret) -> String {
+        match self {
+            SecretField::MailchimpKey => redact_mailchimp_key(secret.expose()),
+            SecretField::DestinationKey => redact_destination_key(secret.expose()),
+        }
+    }
+}
+
+/// Where a stored secret lives: the associated data that binds a ciphertext to its row and
+/// column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretSlot {
+    /// The account's id.
+    pub account_id: i64,
+    /// The column.
+    pub field: SecretField,
+}
+
+impl SecretSlot {
+    /// The slot of `field` in account `account_id`.
+    pub fn new(account_id: i64, field: SecretField) -> Self {
+        SecretSlot { account_id, field }
+    }
+
+    fn associated_data(self, header: &[u8]) -> Vec<u8> {
+        let mut aad = header.to_vec();
+        aad.extend_from_slice(
+            format!(
+                "importer.accounts/{}/{}",
+                self.field.column(),
+                self.account_id
+            )
+            .as_bytes(),
+        );
+        aad
+    }
+}
+
+/// A secret sealed for one slot, with its display hint: what an account row stores.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+    /// The redacted value for display.
+    pub hint: String,
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sealed({})", self.hint)
+    }
+}
+
+/// Which key sealed a stored value, as [`SecretBox::key_of`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedBy {
+    /// The current key: nothing to rotate.
+    Current,
+    /// The previous key: `secrets rotate` rewrites it.
+    Previous,
+    /// Another key, by id: this process cannot open it.
+    Unknown(String),
+    /// The old format without a key id: `secrets rotate` rewrites it.
+    Legacy,
+}
+
+/// One 32-byte key and its id.
+#[derive(Clone)]
+struct KeyEntry {
+    id: [u8; KEY_ID_LEN],
+    cipher: ChaCha20Poly1305,
+}
+
+impl KeyEntry {
+    fn parse(hex_key: &str, origin: &str) -> Result<Self, SecretError> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(hex_key.trim(), &mut key).map_err(|_| SecretError::BadKey {
+            origin: origin.to_owned(),
+        })?;
+        let digest = Sha256::new()
+            .chain_update(b"mailchimp-importer secret key id\0")
+            .chain_update(key)
+            .finalize();
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        Ok(KeyEntry {
+            id,
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
+    }
+}
+
+/// Seals secrets with the current key and opens them with the current or the previous one.
 #[derive(Clone)]
 pub struct SecretBox {
-    cipher: ChaCha20Poly1305,
+    current: KeyEntry,
+    previous: Option<KeyEntry>,
 }
 
 impl fmt::Debug for SecretBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretBox([redacted])")
+        write!(f, "SecretBox(key {})", self.current_key_id())
     }
 }
 
 impl SecretBox {
     /// Builds a box from 64 hex characters. Errors with [`SecretError::BadKey`] otherwise.
     pub fn from_hex(hex_key: &str) -> Result<Self, SecretError> {
-        Self::parse(hex_key, "encryption key")
+        Ok(SecretBox {
+            current: KeyEntry::parse(hex_key, "encryption key")?,
+            previous: None,
+        })
     }
 
-    /// Builds a box from `IMPORTER_SECRET_KEY`; errors name the variable.
+    /// This box, also opening (never sealing) values of the previous key `hex_key`.
+    pub fn with_previous(mut self, hex_key: &str) -> Result<Self, SecretError> {
+        let previous = KeyEntry::parse(hex_key, "previous encryption key")?;
+        self.previous = (previous.id != self.current.id).then_some(previous);
+        Ok(self)
+    }
+
+    /// Builds a box from `IMPORTER_SECRET_KEY` and, when set and non-empty,
+    /// `IMPORTER_SECRET_KEY_PREVIOUS`; errors name the variable.
     pub fn from_env() -> Result<Self, SecretError> {
-        Self::from_env_var(SECRET_KEY_ENV)
+        let mut sbox = Self::from_env_var(SECRET_KEY_ENV)?;
+        if let Ok(previous) = std::env::var(PREVIOUS_SECRET_KEY_ENV) {
+            if !previous.trim().is_empty() {
+                let entry = KeyEntry::parse(&previous, PREVIOUS_SECRET_KEY_ENV)?;
+                sbox.previous = (entry.id != sbox.current.id).then_some(entry);
+            }
+        }
+        Ok(sbox)
     }
 
-    /// Builds a box from the named environment variable; errors name the variable.
+    /// Builds a box from the named environment variable alone; errors name the variable.
     pub fn from_env_var(var: &str) -> Result<Self, SecretError> {
         let value = std::env::var(var).map_err(|_| SecretError::MissingEnv {
             var: var.to_owned(),
         })?;
-        Self::parse(&value, var)
-    }
-
-    fn parse(hex_key: &str, origin: &str) -> Result<Self, SecretError> {
-        let bad = || SecretError::BadKey {
-            origin: origin.to_owned(),
-        };
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(hex_key.trim(), &mut key).map_err(|_| bad())?;
         Ok(SecretBox {
-            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            current: KeyEntry::parse(&value, var)?,
+            previous: None,
         })
     }
 
@@ -144,26 +305,114 @@ impl SecretBox {
         hex::encode(ChaCha20Poly1305::generate_key(&mut OsRng))
     }
 
-    /// Encrypts `plaintext` under a fresh random nonce; returns `nonce || ciphertext`.
+    /// The current key's id (16 hex characters), safe to print.
+    pub fn current_key_id(&self) -> String {
+        hex::encode(self.current.id)
+    }
+
+    /// The previous key's id, when this box has one.
+    pub fn previous_key_id(&self) -> Option<String> {
+        self.previous.as_ref().map(|k| hex::encode(k.id))
+    }
+
+    /// Encrypts `plaintext` for `slot` under the current key and a fresh random nonce.
     ///
     /// # Panics
     /// Only for plaintexts over 256 GiB, the cipher's limit (API keys are tens of bytes).
-    pub fn encrypt(&self, plaintext: &str) -> Vec<u8> {
+    pub fn encrypt(&self, slot: SecretSlot, plaintext: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
+        out.push(VERSION);
+        out.extend_from_slice(&self.current.id);
+        let aad = slot.associated_data(&out);
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         #[allow(clippy::expect_used)] // the only failure is the 256 GiB length limit
         let ciphertext = self
+            .current
             .cipher
-            .encrypt(&nonce, plaintext.as_bytes())
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
             .expect("ChaCha20-Poly1305 encrypts anything under 256 GiB");
-        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
         out
     }
 
-    /// Decrypts `nonce || ciphertext`. Errors: [`SecretError::TooShort`] for bytes we cannot have
-    /// written, [`SecretError::Decrypt`] for a wrong key or tampered bytes.
-    pub fn decrypt(&self, stored: &[u8]) -> Result<Secret, SecretError> {
+    /// Seals `secret` for `field` of account `account_id`, with its display hint.
+    pub fn seal(&self, account_id: i64, field: SecretField, secret: &Secret) -> Sealed {
+        Sealed {
+            bytes: self.encrypt(SecretSlot::new(account_id, field), secret.expose()),
+            hint: field.hint(secret),
+        }
+    }
+
+    /// Which key sealed `stored` (no decryption: a look at the header).
+    pub fn key_of(&self, stored: &[u8]) -> SealedBy {
+        match self.header_key(stored) {
+            Some(Ok(entry)) if entry.id == self.current.id => SealedBy::Current,
+            Some(Ok(_)) => SealedBy::Previous,
+            Some(Err(id)) => SealedBy::Unknown(hex::encode(id)),
+            None => SealedBy::Legacy,
+        }
+    }
+
+    /// The key named by a current-format header: `Ok` when this box has it, `Err(id)` when not;
+    /// `None` when `stored` has no such header.
+    fn header_key(&self, stored: &[u8]) -> Option<Result<&KeyEntry, [u8; KEY_ID_LEN]>> {
+        if stored.len() < HEADER_LEN + NONCE_LEN + TAG_LEN || stored[0] != VERSION {
+            return None;
+        }
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&stored[1..HEADER_LEN]);
+        let entry = std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .find(|k| k.id == id);
+        Some(entry.ok_or(id))
+    }
+
+    /// Decrypts a value stored in `slot`. Errors: [`SecretError::UnknownKey`] (and, for the
+    /// old format, [`SecretError::Decrypt`]) when this box lacks the key,
+    /// [`SecretError::Misplaced`] when the key is here but the bytes do not open for this slot,
+    /// [`SecretError::TooShort`] for bytes we cannot have written.
+    pub fn decrypt(&self, slot: SecretSlot, stored: &[u8]) -> Result<Secret, SecretError> {
+        let plaintext = match self.header_key(stored) {
+            Some(Ok(entry)) => {
+                let (header, rest) = stored.split_at(HEADER_LEN);
+                let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+                let aad = slot.associated_data(header);
+                let opened = entry.cipher.decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &aad,
+                    },
+                );
+                opened.map_err(|_| SecretError::Misplaced {
+                    account_id: slot.account_id,
+                    column: slot.field.column(),
+                })?
+            }
+            // An old-format value whose random nonce happens to start like a header (1 in 256)
+            // is tried as one before giving up.
+            Some(Err(id)) => self
+                .decrypt_legacy(stored)
+                .map_err(|_| SecretError::UnknownKey {
+                    key_id: hex::encode(id),
+                    current: self.current_key_id(),
+                })?,
+            None => self.decrypt_legacy(stored)?,
+        };
+        String::from_utf8(plaintext)
+            .map(Secret)
+            .map_err(|_| SecretError::NotUtf8)
+    }
+
+    /// Opens the old format, `nonce || ciphertext` without associated data, with any key here.
+    fn decrypt_legacy(&self, stored: &[u8]) -> Result<Vec<u8>, SecretError> {
         if stored.len() < NONCE_LEN + TAG_LEN {
             return Err(SecretError::TooShort {
                 len: stored.len(),
@@ -171,13 +420,21 @@ impl SecretBox {
             });
         }
         let (nonce, ciphertext) = stored.split_at(NONCE_LEN);
-        let plaintext = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| SecretError::Decrypt)?;
-        String::from_utf8(plaintext)
-            .map(Secret)
-            .map_err(|_| SecretError::NotUtf8)
+        std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .find_map(|k| k.cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok())
+            .ok_or(SecretError::Decrypt)
+    }
+
+    /// Re-seals `stored` (read from `slot`) under the current key; `Ok(None)` when it already is.
+    pub fn reseal(&self, slot: SecretSlot, stored: &[u8]) -> Result<Option<Vec<u8>>, SecretError> {
+        if self.key_of(stored) == SealedBy::Current {
+            // Opened anyway, so a rotation never counts a misplaced value as done.
+            self.decrypt(slot, stored)?;
+            return Ok(None);
+        }
+        let secret = self.decrypt(slot, stored)?;
+        Ok(Some(self.encrypt(slot, secret.expose())))
     }
 }
 

@@ -9,26 +9,54 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use importer_core::accounts::{self, AccountError, AccountUpdate, NewAccount};
 use importer_core::lists::{self, ListError, NewList};
+use importer_core::secrets::{Secret, SecretBox, SecretField, SecretSlot};
 use sqlx::PgPool;
+
+const MC_KEY: &str = "0123456789abcdef0123456789abcdef-us6";
+const DEST_KEY: &str = "destination-key-0000cafebabe17";
 
 fn new_account(name: &str) -> NewAccount {
     NewAccount {
         name: name.to_owned(),
-        mailchimp_key: vec![0xde, 0xad, 0xbe, 0xef, 0x42],
-        mailchimp_key_hint: "…-us6".to_owned(),
+        mailchimp_key: Secret::new(MC_KEY),
         mailchimp_base_url: None,
         destination_url: "https://records.example.com".to_owned(),
-        destination_key: vec![0xca, 0xfe, 0xba, 0xbe, 0x17],
-        destination_key_hint: "…e17".to_owned(),
+        destination_key: Secret::new(DEST_KEY),
         max_concurrency: accounts::DEFAULT_MAX_CONCURRENCY,
     }
 }
 
+fn secrets() -> SecretBox {
+    SecretBox::from_hex(&SecretBox::generate_key_hex()).unwrap()
+}
+
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn accounts_round_trip_and_never_debug_print_their_keys(pool: PgPool) {
-    let created = accounts::create(&pool, &new_account("acme")).await.unwrap();
-    assert_eq!(created.mailchimp_key, vec![0xde, 0xad, 0xbe, 0xef, 0x42]);
+    let sbox = secrets();
+    let created = accounts::create(&pool, &sbox, &new_account("acme"))
+        .await
+        .unwrap();
+    let opened = |field, bytes: &[u8]| {
+        sbox.decrypt(SecretSlot::new(created.id, field), bytes)
+            .unwrap()
+            .expose()
+            .to_owned()
+    };
+    assert_eq!(
+        opened(SecretField::MailchimpKey, &created.mailchimp_key),
+        MC_KEY
+    );
+    assert_eq!(
+        opened(SecretField::DestinationKey, &created.destination_key),
+        DEST_KEY
+    );
+    assert_eq!(created.mailchimp_key_hint, "…-us6");
+    assert_eq!(created.destination_key_hint, "…be17");
     assert_eq!((created.max_concurrency, created.paused), (10, false));
+    let stored_hex = [
+        hex::encode(&created.mailchimp_key),
+        hex::encode(&created.destination_key),
+    ];
     for shown in [
         format!("{created:?}"),
         format!("{:?}", new_account("acme")),
@@ -40,15 +68,20 @@ async fn accounts_round_trip_and_never_debug_print_their_keys(pool: PgPool) {
                 .unwrap()
         ),
     ] {
-        // Neither the bytes as Vec<u8> Debug prints them nor their hex appear.
+        // Neither the keys, nor their sealed bytes as Vec<u8> Debug or hex would print them.
         assert!(
-            !shown.contains("222, 173") && !shown.contains("202, 254"),
+            !shown.contains(MC_KEY) && !shown.contains(DEST_KEY),
             "{shown}"
         );
-        assert!(
-            !shown.contains("deadbeef") && !shown.contains("cafebabe"),
-            "{shown}"
-        );
+        for (stored, hex) in [&created.mailchimp_key, &created.destination_key]
+            .into_iter()
+            .zip(&stored_hex)
+        {
+            let as_debug = format!("{:?}", &stored[20..26]);
+            let as_debug = as_debug.trim_matches(|c| c == '[' || c == ']');
+            assert!(!shown.contains(as_debug), "{shown}");
+            assert!(!shown.contains(&hex[40..52]), "{shown}");
+        }
     }
     assert!(format!("{created:?}").contains("…-us6"));
 
@@ -70,13 +103,20 @@ async fn accounts_round_trip_and_never_debug_print_their_keys(pool: PgPool) {
         .is_none());
 
     let update = AccountUpdate {
-        mailchimp_key: Some((vec![9, 9, 9], "…-us9".to_owned())),
+        mailchimp_key: Some(sbox.seal(
+            created.id,
+            SecretField::MailchimpKey,
+            &Secret::new("99999999999999999999999999999999-us9"),
+        )),
         mailchimp_base_url: Some(Some("http://sim:8080/3.0".to_owned())),
         max_concurrency: Some(4),
         ..AccountUpdate::default()
     };
     let updated = accounts::update(&pool, created.id, &update).await.unwrap();
-    assert_eq!(updated.mailchimp_key, vec![9, 9, 9]);
+    assert_eq!(
+        opened(SecretField::MailchimpKey, &updated.mailchimp_key),
+        "99999999999999999999999999999999-us9"
+    );
     assert_eq!(updated.mailchimp_key_hint, "…-us9");
     assert_eq!(
         updated.mailchimp_base_url.as_deref(),
@@ -111,11 +151,13 @@ async fn accounts_round_trip_and_never_debug_print_their_keys(pool: PgPool) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(creds.mailchimp_key, vec![9, 9, 9]);
+    assert_eq!(creds.mailchimp_key, updated.mailchimp_key);
     assert_eq!(creds.destination_url, "https://records.example.com");
     assert_eq!(creds.max_concurrency, 4);
 
-    accounts::create(&pool, &new_account("beta")).await.unwrap();
+    accounts::create(&pool, &secrets(), &new_account("beta"))
+        .await
+        .unwrap();
     let names: Vec<String> = accounts::list(&pool)
         .await
         .unwrap()
@@ -138,8 +180,10 @@ async fn accounts_round_trip_and_never_debug_print_their_keys(pool: PgPool) {
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn account_rules_are_enforced_with_clear_errors(pool: PgPool) {
-    accounts::create(&pool, &new_account("acme")).await.unwrap();
-    let error = accounts::create(&pool, &new_account("acme"))
+    accounts::create(&pool, &secrets(), &new_account("acme"))
+        .await
+        .unwrap();
+    let error = accounts::create(&pool, &secrets(), &new_account("acme"))
         .await
         .unwrap_err();
     assert!(
@@ -150,11 +194,11 @@ async fn account_rules_are_enforced_with_clear_errors(pool: PgPool) {
     let mut zero = new_account("zero");
     zero.max_concurrency = 0;
     assert!(matches!(
-        accounts::create(&pool, &zero).await,
+        accounts::create(&pool, &secrets(), &zero).await,
         Err(AccountError::Invalid(_))
     ));
     assert!(matches!(
-        accounts::create(&pool, &new_account("")).await,
+        accounts::create(&pool, &secrets(), &new_account("")).await,
         Err(AccountError::Invalid(_))
     ));
 }

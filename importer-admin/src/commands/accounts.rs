@@ -8,9 +8,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use importer_core::accounts::{self, Account, AccountError, AccountUpdate, NewAccount};
 use importer_core::lists;
-use importer_core::secrets::{
-    redact_destination_key, redact_mailchimp_key, validate_mailchimp_key, Secret, SecretBox,
-};
+use importer_core::secrets::{validate_mailchimp_key, Secret, SecretBox, SecretField};
 use importer_core::url_policy::UrlPolicy;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -95,19 +93,17 @@ pub async fn create(
     }
     let new = NewAccount {
         name: input.name.clone(),
-        mailchimp_key: secrets.encrypt(input.mailchimp_key.expose()),
-        mailchimp_key_hint: redact_mailchimp_key(input.mailchimp_key.expose()),
+        mailchimp_key: input.mailchimp_key.clone(),
         mailchimp_base_url: input
             .mailchimp_base_url
             .as_deref()
             .map(|u| http_url("--mailchimp-base-url", u))
             .transpose()?,
         destination_url: http_url("--destination-url", &input.destination_url)?,
-        destination_key: secrets.encrypt(input.destination_key.expose()),
-        destination_key_hint: redact_destination_key(input.destination_key.expose()),
+        destination_key: input.destination_key.clone(),
         max_concurrency: input.max_concurrency,
     };
-    Ok(accounts::create(pool, &new).await?)
+    Ok(accounts::create(pool, secrets, &new).await?)
 }
 
 /// Checks that `url` is http(s) and within the URL policy (`importer_core::url_policy`), and
@@ -326,17 +322,12 @@ async fn update<W: Write>(
         let mut stdin = io::stdin().lock();
         if let Some(source) = mc_source {
             let key = secret_input::mailchimp_key(&source, &mut stdin)?;
-            change.mailchimp_key = Some((
-                secrets.encrypt(key.expose()),
-                redact_mailchimp_key(key.expose()),
-            ));
+            change.mailchimp_key = Some(secrets.seal(account.id, SecretField::MailchimpKey, &key));
         }
         if let Some(source) = dest_source {
             let key = secret_input::destination_key(&source, &mut stdin)?;
-            change.destination_key = Some((
-                secrets.encrypt(key.expose()),
-                redact_destination_key(key.expose()),
-            ));
+            change.destination_key =
+                Some(secrets.seal(account.id, SecretField::DestinationKey, &key));
         }
     }
     if change == AccountUpdate::default() {

@@ -8,6 +8,7 @@
 //! and with `--serve` until Ctrl-C. The demo database is dropped at the end unless
 //! `--keep-database`.
 
+mod private_cluster;
 mod report;
 
 use std::io::Write;
@@ -34,20 +35,95 @@ use crate::database;
 use crate::output::Format;
 use report::{DemoList, DemoReport};
 
-/// The server the demo uses when DATABASE_URL is not set.
-pub const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The port of the server the demo uses when DATABASE_URL is not set: libpq's `PGPORT`, else
+/// 5432.
+fn default_port() -> anyhow::Result<u16> {
+    match std::env::var("PGPORT") {
+        Ok(port) => port
+            .trim()
+            .parse()
+            .with_context(|| format!("PGPORT must be a port number, got {port:?}")),
+        Err(_) => Ok(5432),
+    }
+}
+
+/// The server of DATABASE_URL; without one, `postgres@127.0.0.1` on the default port; and when
+/// nothing answers there, a private throw-away cluster (returned, so that it outlives the demo
+/// and is removed after it), or an error that says how to get a server.
+async fn choose_server(
+    database_url: Option<&str>,
+) -> anyhow::Result<(String, Option<private_cluster::PrivateCluster>)> {
+    if let Some(url) = database_url {
+        return Ok((url.to_owned(), None));
+    }
+    let port = default_port()?;
+    if private_cluster::something_listens(port) {
+        return Ok((
+            format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            None,
+        ));
+    }
+    let Some(bindir) = private_cluster::find_bindir() else {
+        anyhow::bail!(
+            "{}",
+            private_cluster::how_to_get_a_server(
+                port,
+                "no PostgreSQL server binaries (initdb, pg_ctl) were found to start a private one"
+            )
+        );
+    };
+    let cluster =
+        tokio::task::spawn_blocking(move || private_cluster::PrivateCluster::start(&bindir, port))
+            .await
+            .context("the private cluster's setup panicked")??;
+    Ok((cluster.url(), Some(cluster)))
+}
 
 /// How often the progress display refreshes.
 const REFRESH: Duration = Duration::from_millis(250);
 
-/// Runs `demo` against the server of `database_url` (or [`DEFAULT_SERVER`]).
+/// Runs `demo` against the server of `database_url`, the local default, or a private cluster
+/// ([`choose_server`]).
 pub async fn run<W: Write>(
     database_url: Option<&str>,
     args: DemoArgs,
     format: Format,
     out: &mut W,
 ) -> anyhow::Result<()> {
-    let server_url = database_url.unwrap_or(DEFAULT_SERVER);
+    let (server_url, cluster) = choose_server(database_url).await?;
+    if let Some(cluster) = &cluster {
+        if args.keep_database {
+            anyhow::bail!(
+                "--keep-database needs a server that outlives the demo, and this one is a private cluster removed at the end: set DATABASE_URL"
+            );
+        }
+        if format == Format::Table {
+            writeln!(
+                out,
+                "no PostgreSQL answered on 127.0.0.1:{} and DATABASE_URL is not set: started a private throw-away cluster in {} (removed at the end)",
+                default_port()?,
+                cluster.dir().display()
+            )?;
+        }
+    }
+    let result = run_on(&server_url, args, format, out).await;
+    if let Some(cluster) = cluster {
+        let dir = cluster.dir().to_owned();
+        tokio::task::spawn_blocking(move || cluster.remove())
+            .await
+            .context("removing the private cluster panicked")?
+            .with_context(|| format!("cannot remove the private cluster in {}", dir.display()))?;
+    }
+    result
+}
+
+/// The demo on the server of `server_url`: creates its database, runs, drops it.
+async fn run_on<W: Write>(
+    server_url: &str,
+    args: DemoArgs,
+    format: Format,
+    out: &mut W,
+) -> anyhow::Result<()> {
     let server = database::parse_url(server_url)?;
     let admin = database::connect(&server, 1).await?;
     let name = format!("importer_demo_{:08x}", rand::random::<u32>());

@@ -8,6 +8,7 @@ pub mod lists;
 pub mod migrate;
 pub mod queue;
 pub mod runs;
+pub mod secrets;
 pub mod seed;
 pub mod serve;
 pub mod settings;

@@ -8,24 +8,26 @@ use importer_core::accounts::{self, NewAccount};
 use importer_core::lists::{self, NewList};
 use importer_core::queue::{self, ClaimedJob, Completion, JobKind, NewJob};
 use importer_core::runs::{self, RequestedMode, RunRequest};
+use importer_core::secrets::{Secret, SecretBox};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 /// A lease long enough never to expire during a test.
 pub const LEASE: Duration = Duration::from_secs(300);
 
-/// An account with fake (already "encrypted") keys.
+/// An account with made-up keys, sealed under a throw-away encryption key.
 pub async fn account(pool: &PgPool, name: &str, max_concurrency: i32) -> i64 {
+    #[allow(clippy::unwrap_used)]
+    let secrets = SecretBox::from_hex(&SecretBox::generate_key_hex()).unwrap();
     accounts::create(
         pool,
+        &secrets,
         &NewAccount {
             name: name.to_owned(),
-            mailchimp_key: vec![1, 2, 3],
-            mailchimp_key_hint: "…-us6".to_owned(),
+            mailchimp_key: Secret::new("0123456789abcdef0123456789abcdef-us6"),
             mailchimp_base_url: Some("http://127.0.0.1:1/3.0".to_owned()),
             destination_url: "http://127.0.0.1:1".to_owned(),
-            destination_key: vec![4, 5, 6],
-            destination_key_hint: "…cafe".to_owned(),
+            destination_key: Secret::new("destination-key-0000cafe"),
             max_concurrency,
         },
     )

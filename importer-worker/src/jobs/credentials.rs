@@ -6,7 +6,7 @@
 
 use importer_core::accounts;
 use importer_core::mailchimp::MailchimpAccount;
-use importer_core::secrets::Secret;
+use importer_core::secrets::{Secret, SecretField, SecretSlot};
 
 use super::{JobContext, JobError};
 
@@ -25,20 +25,28 @@ pub(super) struct Credentials {
 /// Loads and decrypts the credentials of `account_id`.
 ///
 /// A missing account or a malformed key is permanent: retrying cannot fix it, an operator must.
-/// A secret this worker cannot decrypt is this worker's fault ([`JobError::WorkerFault`]): its
-/// `IMPORTER_SECRET_KEY` differs from the one that encrypted the secrets, and other workers
-/// with the right key can run the job.
+/// So is a stored key that the right encryption key does not open for this account (altered, or
+/// copied from another row). A key sealed by an encryption key this worker lacks is this
+/// worker's fault ([`JobError::WorkerFault`]): other workers with the right
+/// `IMPORTER_SECRET_KEY` (or `IMPORTER_SECRET_KEY_PREVIOUS`, during a rotation) can run the job.
 pub(super) async fn load(ctx: &JobContext, account_id: i64) -> Result<Credentials, JobError> {
     let stored = accounts::credentials_for_job(&ctx.pool, account_id)
         .await?
         .ok_or_else(|| JobError::Permanent(format!("account {account_id} does not exist")))?;
-    let decrypt = |what: &str, bytes: &[u8]| {
+    let decrypt = |field: SecretField, bytes: &[u8]| {
+        let what = field.column();
         ctx.secrets
-            .decrypt(bytes)
+            .decrypt(SecretSlot::new(account_id, field), bytes)
             .map_err(|e| {
-                JobError::WorkerFault(format!(
-                    "IMPORTER_SECRET_KEY cannot decrypt the {what} of account {account_id} ({e}): this worker's key differs from the one the secrets were stored with"
-                ))
+                if e.is_key_fault() {
+                    JobError::WorkerFault(format!(
+                        "this worker cannot decrypt the {what} of account {account_id}: {e}"
+                    ))
+                } else {
+                    JobError::Permanent(format!(
+                        "the {what} of account {account_id} cannot be used, no key was sent: {e}; store it again with importer-admin accounts update"
+                    ))
+                }
             })
     };
     // No key leaves for a URL outside the policy (stored before it, or by hand in SQL).
@@ -56,8 +64,8 @@ pub(super) async fn load(ctx: &JobContext, account_id: i64) -> Result<Credential
             ))
         })?;
     }
-    let mailchimp_key = decrypt("Mailchimp key", &stored.mailchimp_key)?;
-    let destination_key = decrypt("destination key", &stored.destination_key)?;
+    let mailchimp_key = decrypt(SecretField::MailchimpKey, &stored.mailchimp_key)?;
+    let destination_key = decrypt(SecretField::DestinationKey, &stored.destination_key)?;
     let mailchimp = ctx
         .mailchimp
         .account(&mailchimp_key, stored.mailchimp_base_url.as_deref())

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use importer_core::accounts::{self, NewAccount};
 use importer_core::lists::{self, NewList};
 use importer_core::runs::{self, Run, RunStatus};
-use importer_core::secrets::{self, SecretBox};
+use importer_core::secrets::{Secret, SecretBox};
 use importer_sim::{ExpectedRecord, Sim, SimConfig};
 use importer_worker::WorkerConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -102,14 +102,13 @@ impl Harness {
         self.sim.destination().add_key(&destination_key);
         let account = accounts::create(
             &self.pool,
+            &self.secrets,
             &NewAccount {
                 name: name.to_owned(),
-                mailchimp_key: self.secrets.encrypt(&api_key),
-                mailchimp_key_hint: secrets::redact_mailchimp_key(&api_key),
+                mailchimp_key: Secret::new(api_key.clone()),
                 mailchimp_base_url: Some(self.sim.mailchimp_url()),
                 destination_url: self.sim.destination_url(),
-                destination_key: self.secrets.encrypt(&destination_key),
-                destination_key_hint: secrets::redact_destination_key(&destination_key),
+                destination_key: Secret::new(destination_key.clone()),
                 max_concurrency,
             },
         )
@@ -161,13 +160,21 @@ impl Harness {
 
     /// Starts an in-process worker.
     pub async fn spawn_worker(&self, config: WorkerConfig) -> InProcessWorker {
+        self.spawn_worker_with(config, self.secrets.clone()).await
+    }
+
+    /// Starts an in-process worker with its own encryption keys.
+    pub async fn spawn_worker_with(
+        &self,
+        config: WorkerConfig,
+        secrets: SecretBox,
+    ) -> InProcessWorker {
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size())
             .connect_with(self.options.clone())
             .await
             .unwrap();
         let shutdown = CancellationToken::new();
-        let secrets = self.secrets.clone();
         let task = tokio::spawn(importer_worker::run(
             config,
             pool,
