@@ -2,7 +2,7 @@
 //! database with 1,000,000 finished runs, 100,000 dead jobs and 10,000 lists
 //! (`bench/dashboard_seed.sql`). Prints p50, p95 and max of each page's full response time.
 //!
-//! Build first: `cargo build --release -p importer-admin -p importer-bench`.
+//! Build first: `cargo build --profile max -p importer-admin -p importer-bench`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

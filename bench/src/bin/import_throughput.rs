@@ -1,7 +1,7 @@
 //! One account end to end against the simulator's latency model: throughput as a ratio of the
 //! ceiling C x P / L, worker CPU-seconds per million members, and worker peak RSS.
 //!
-//! `cargo run --release -p importer-bench --bin import_throughput -- --members 200000`
+//! `cargo run --profile max -p importer-bench --bin import_throughput -- --members 200000`
 //!
 //! The simulators run in this process; the worker runs in a child process (this program
 //! re-executed as `worker`, which calls `importer_worker::run`, the same loop as the

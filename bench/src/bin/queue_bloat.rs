@@ -4,7 +4,7 @@
 //! that the queue table stays small however many jobs pass through it: a job's row is deleted
 //! when it completes, and autovacuum reclaims the space for the next ones.
 //!
-//! `cargo build --release -p importer-bench && ./target/release/queue_bloat --jobs 1000000`
+//! `cargo build --profile max -p importer-bench && ./target/max/queue_bloat --jobs 1000000`
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! planning requests, ranges planned + lanes split off, what was missing or stale after the full sync (beyond the members that
 //! changed) and after the next run, and the full sync's throughput against C x P / L.
 //!
-//! `cargo run --release -p importer-bench --bin sync_figures -- --members 200000`
+//! `cargo run --profile max -p importer-bench --bin sync_figures -- --members 200000`
 //!
 //! The workers are the real `importer_worker::run`, in process; the simulators too.
 

@@ -1,6 +1,6 @@
 //! The scheduler tick over many lists.
 //!
-//! `cargo run --release -p importer-bench --bin tick -- --lists 10000 --accounts 1000`
+//! `cargo run --profile max -p importer-bench --bin tick -- --lists 10000 --accounts 1000`
 //!
 //! 1. Cold start: every list is new, so every list is due in the first tick.
 //! 2. The same call again: nothing due.

@@ -1,7 +1,7 @@
 //! The queue as it ships: no-op jobs through the real worker (`importer_worker::run`, in
 //! processes of their own), beside graphile-worker on the same PostgreSQL in the same run.
 //!
-//! `cargo run --release -p importer-bench --bin worker_queue -- --jobs 100000 --processes 2 --concurrency 50`
+//! `cargo run --profile max -p importer-bench --bin worker_queue -- --jobs 100000 --processes 2 --concurrency 50`
 //!
 //! Throughput: N `noop` jobs are inserted, then P worker processes start and the clock runs
 //! until the queue is empty (jobs spread over 20 accounts). Pickup: one idle worker process; one
