@@ -275,7 +275,7 @@ fn compose_file_has_the_services_of_the_deployment() {
     assert!(dockerfile.contains("COPY importer-sim/sim.example.toml /etc/importer/sim.toml"));
     for bin in ["importer-worker", "importer-admin", "importer-sim"] {
         assert!(
-            dockerfile.contains(&format!("/src/target/release/{bin}")),
+            dockerfile.contains(&format!("/src/target/max/{bin}")),
             "image lacks {bin}"
         );
     }

@@ -8,35 +8,18 @@
 //! exceeded by a one-for-one swap, whatever concurrent claims do (they count either the old or
 //! the new slot, never both or neither).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::PgPool;
 
 use super::leasing::SLOT_GRACE;
-use super::{micros, ClaimedJob, Fence, QueueError};
+use super::{micros, ClaimedJob, Fence, QueueError, GRANT_LEASE, LEASED_COLUMNS};
 
-/// What a [`handoff_slot`] did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Handoff {
-    /// The fence no longer holds a slot (lease taken over, or the slot already given back).
-    Fenced,
-    /// The slot was released; no job of the account was waiting, the account is paused, or it is
-    /// at (or over) its cap without this slot.
-    Released,
-    /// The slot now belongs to this job, leased to the caller.
-    Next(ClaimedJob),
-}
-
-/// Clears `fence`'s slot and, in the same statement, leases the next waiting job of the same
-/// account to `worker_id` with that slot, unless the account is paused or its other live slots
-/// already reach its `max_concurrency` (lowered meanwhile): then the slot is only released. Errors are database failures, and then nothing changes.
-pub async fn handoff_slot(
-    pool: &PgPool,
-    fence: Fence,
-    worker_id: &str,
-    lease: Duration,
-) -> Result<Handoff, QueueError> {
-    let (released, next): (i64, Option<sqlx::types::Json<ClaimedJob>>) = sqlx::query_as(
+/// The handoff statement: `$1`/`$2` the fence, `$3` the worker, `$4` the lease and `$5` the slot
+/// grace in microseconds; formatted once, so its text never changes.
+static HANDOFF: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH mine AS MATERIALIZED (
              SELECT account_id, 1 + extra_slots AS own FROM importer.jobs
               WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL AND holds_slot
@@ -69,27 +52,46 @@ pub async fn handoff_slot(
          ),
          claimed AS (
              UPDATE importer.jobs j
-                SET attempts = j.attempts + 1,
-                    lease_token = nextval('importer.lease_tokens'),
-                    locked_by = $3,
-                    locked_until = now() + $4 * interval '1 microsecond',
-                    leased_at = now(),
-                    holds_slot = true
+                SET {GRANT_LEASE}
                FROM next
               WHERE j.id = next.id AND j.locked_until IS NULL
-             RETURNING j.id, j.kind, j.args, j.account_id, j.run_id, j.attempts AS attempt,
-                       j.lease_token, j.snoozes, j.max_attempts, j.locked_until
+             RETURNING {LEASED_COLUMNS}
          )
          SELECT (SELECT count(*) FROM released),
-                (SELECT to_jsonb(c) FROM claimed c)",
+                (SELECT to_jsonb(c) FROM claimed c)"
     )
-    .bind(fence.job_id)
-    .bind(fence.token)
-    .bind(worker_id)
-    .bind(micros(lease))
-    .bind(micros(SLOT_GRACE))
-    .fetch_one(pool)
-    .await?;
+});
+
+/// What a [`handoff_slot`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handoff {
+    /// The fence no longer holds a slot (lease taken over, or the slot already given back).
+    Fenced,
+    /// The slot was released; no job of the account was waiting, the account is paused, or it is
+    /// at (or over) its cap without this slot.
+    Released,
+    /// The slot now belongs to this job, leased to the caller.
+    Next(ClaimedJob),
+}
+
+/// Clears `fence`'s slot and, in the same statement, leases the next waiting job of the same
+/// account to `worker_id` with that slot, unless the account is paused or its other live slots
+/// already reach its `max_concurrency` (lowered meanwhile): then the slot is only released. Errors are database failures, and then nothing changes.
+pub async fn handoff_slot(
+    pool: &PgPool,
+    fence: Fence,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Handoff, QueueError> {
+    let (released, next): (i64, Option<sqlx::types::Json<ClaimedJob>>) =
+        sqlx::query_as(HANDOFF.as_str())
+            .bind(fence.job_id)
+            .bind(fence.token)
+            .bind(worker_id)
+            .bind(micros(lease))
+            .bind(micros(SLOT_GRACE))
+            .fetch_one(pool)
+            .await?;
     Ok(match (released, next) {
         (0, _) => Handoff::Fenced,
         (_, None) => Handoff::Released,

@@ -23,11 +23,79 @@
 //! have not expired; a lease that expired less than [`SLOT_GRACE`] ago still counts against the
 //! cap, which closes the race of a heartbeat in flight while its lease expires.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::{PgExecutor, PgPool};
 
-use super::{fence_arrays, micros, ClaimedJob, Fence, QueueError};
+use super::{fence_arrays, micros, ClaimedJob, Fence, QueueError, GRANT_LEASE, LEASED_COLUMNS};
+
+/// Step 3 of the claim: lease jobs of the locked accounts `$1`, at most `$2` in all, to `$3` for
+/// `$4` microseconds (`$5` slot grace); formatted once, so its text (the prepared statement's
+/// key) never changes.
+static CLAIM_JOBS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH acc AS MATERIALIZED (
+             SELECT a.id, u.ord,
+                    a.max_concurrency
+                    - (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
+                        WHERE s.account_id = a.id AND s.holds_slot
+                          AND s.locked_until > now() - $5 * interval '1 microsecond')::int AS free
+               FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
+               JOIN importer.accounts a ON a.id = u.id
+         ),
+         candidates AS (
+             SELECT c.id, acc.ord, acc.free,
+                    row_number() OVER (PARTITION BY acc.id ORDER BY c.prio, c.at, c.id) AS rn
+               FROM acc
+              CROSS JOIN LATERAL (
+                    (SELECT j.id, 0 AS prio, j.locked_until AS at
+                       FROM importer.jobs j
+                      WHERE j.account_id = acc.id AND j.locked_until <= now()
+                        AND j.attempts < j.max_attempts
+                      ORDER BY j.locked_until
+                      LIMIT least(greatest(acc.free, 0), $2))
+                    UNION ALL
+                    (SELECT j.id, 1 AS prio, j.run_after AS at
+                       FROM importer.jobs j
+                      WHERE j.account_id = acc.id AND j.locked_until IS NULL
+                        AND j.run_after <= now()
+                      ORDER BY j.run_after, j.id
+                      LIMIT least(greatest(acc.free, 0), $2))
+              ) c
+              WHERE acc.free > 0
+         ),
+         picked AS (
+             -- round robin over the accounts, in the order they were locked
+             SELECT id FROM candidates WHERE rn <= free ORDER BY rn, ord LIMIT $2
+         ),
+         claimed AS (
+             UPDATE importer.jobs j
+                SET {GRANT_LEASE},
+                    last_error = CASE WHEN j.locked_until IS NULL THEN j.last_error
+                                      ELSE 'lease expired before the job finished' END,
+                    errors = CASE WHEN j.locked_until IS NULL THEN j.errors
+                                  ELSE importer.push_error(j.errors, jsonb_build_object(
+                                           'attempt', j.attempts, 'at', now(),
+                                           'error', format('lease expired before the job finished (held by %s)', j.locked_by),
+                                           'kind', 'lease_expired')) END,
+                    errors_total = j.errors_total
+                                   + CASE WHEN j.locked_until IS NULL THEN 0 ELSE 1 END
+               FROM (SELECT l.id FROM importer.jobs l
+                      WHERE l.id = ANY(ARRAY(SELECT id FROM picked))
+                        -- re-checked on the newest row version if it changed meanwhile
+                        AND ((l.locked_until IS NULL AND l.run_after <= now())
+                             OR (l.locked_until <= now() AND l.attempts < l.max_attempts))
+                        FOR UPDATE SKIP LOCKED) lk
+              WHERE j.id = lk.id
+             RETURNING {LEASED_COLUMNS}
+         ),
+         served AS (
+             UPDATE importer.accounts a SET last_claimed_at = now() WHERE a.id = ANY($1)
+         )
+         SELECT * FROM claimed ORDER BY id"
+    )
+});
 
 /// How long an expired lease with a slot keeps counting against its account's cap.
 pub(crate) const SLOT_GRACE: Duration = Duration::from_secs(2);
@@ -171,80 +239,14 @@ pub async fn claim(
         return Ok(Vec::new());
     }
 
-    let jobs: Vec<ClaimedJob> = sqlx::query_as(
-        "WITH acc AS MATERIALIZED (
-             SELECT a.id, u.ord,
-                    a.max_concurrency
-                    - (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
-                        WHERE s.account_id = a.id AND s.holds_slot
-                          AND s.locked_until > now() - $5 * interval '1 microsecond')::int AS free
-               FROM unnest($1::bigint[]) WITH ORDINALITY AS u(id, ord)
-               JOIN importer.accounts a ON a.id = u.id
-         ),
-         candidates AS (
-             SELECT c.id, acc.ord, acc.free,
-                    row_number() OVER (PARTITION BY acc.id ORDER BY c.prio, c.at, c.id) AS rn
-               FROM acc
-              CROSS JOIN LATERAL (
-                    (SELECT j.id, 0 AS prio, j.locked_until AS at
-                       FROM importer.jobs j
-                      WHERE j.account_id = acc.id AND j.locked_until <= now()
-                        AND j.attempts < j.max_attempts
-                      ORDER BY j.locked_until
-                      LIMIT least(greatest(acc.free, 0), $2))
-                    UNION ALL
-                    (SELECT j.id, 1 AS prio, j.run_after AS at
-                       FROM importer.jobs j
-                      WHERE j.account_id = acc.id AND j.locked_until IS NULL
-                        AND j.run_after <= now()
-                      ORDER BY j.run_after, j.id
-                      LIMIT least(greatest(acc.free, 0), $2))
-              ) c
-              WHERE acc.free > 0
-         ),
-         picked AS (
-             -- round robin over the accounts, in the order they were locked
-             SELECT id FROM candidates WHERE rn <= free ORDER BY rn, ord LIMIT $2
-         ),
-         claimed AS (
-             UPDATE importer.jobs j
-                SET attempts = j.attempts + 1,
-                    lease_token = nextval('importer.lease_tokens'),
-                    locked_by = $3,
-                    locked_until = now() + $4 * interval '1 microsecond',
-                    leased_at = now(),
-                    holds_slot = true,
-                    last_error = CASE WHEN j.locked_until IS NULL THEN j.last_error
-                                      ELSE 'lease expired before the job finished' END,
-                    errors = CASE WHEN j.locked_until IS NULL THEN j.errors
-                                  ELSE importer.push_error(j.errors, jsonb_build_object(
-                                           'attempt', j.attempts, 'at', now(),
-                                           'error', format('lease expired before the job finished (held by %s)', j.locked_by),
-                                           'kind', 'lease_expired')) END,
-                    errors_total = j.errors_total
-                                   + CASE WHEN j.locked_until IS NULL THEN 0 ELSE 1 END
-               FROM (SELECT l.id FROM importer.jobs l
-                      WHERE l.id = ANY(ARRAY(SELECT id FROM picked))
-                        -- re-checked on the newest row version if it changed meanwhile
-                        AND ((l.locked_until IS NULL AND l.run_after <= now())
-                             OR (l.locked_until <= now() AND l.attempts < l.max_attempts))
-                        FOR UPDATE SKIP LOCKED) lk
-              WHERE j.id = lk.id
-             RETURNING j.id, j.kind, j.args, j.account_id, j.run_id, j.attempts AS attempt,
-                       j.lease_token, j.snoozes, j.max_attempts, j.locked_until
-         ),
-         served AS (
-             UPDATE importer.accounts a SET last_claimed_at = now() WHERE a.id = ANY($1)
-         )
-         SELECT * FROM claimed ORDER BY id",
-    )
-    .bind(&accounts)
-    .bind(limit)
-    .bind(worker_id)
-    .bind(micros(lease))
-    .bind(micros(SLOT_GRACE))
-    .fetch_all(&mut *tx)
-    .await?;
+    let jobs: Vec<ClaimedJob> = sqlx::query_as(CLAIM_JOBS.as_str())
+        .bind(&accounts)
+        .bind(limit)
+        .bind(worker_id)
+        .bind(micros(lease))
+        .bind(micros(SLOT_GRACE))
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(jobs)
 }
