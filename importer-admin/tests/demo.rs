@@ -17,6 +17,19 @@ async fn database_exists(name: &str) -> bool {
         .unwrap()
 }
 
+/// A demo of one list of 300 contacts (306 after the incremental sync) and one worker.
+const SMALL_DEMO: &[&str] = &[
+    "demo",
+    "--accounts",
+    "1",
+    "--contacts",
+    "300",
+    "--workers",
+    "1",
+    "--lists-per-account",
+    "1",
+];
+
 /// The demo database name printed by the demo.
 fn database_name(stdout: &str) -> String {
     let start = stdout.find("importer_demo_").unwrap();
@@ -73,20 +86,7 @@ async fn the_demo_imports_mutates_reimports_and_verifies_then_drops_its_database
 async fn the_demo_prints_json_and_keeps_its_database_when_asked() {
     let admin = Admin::with_url(Some(server_url()));
     let demo = admin
-        .run(&[
-            "--output",
-            "json",
-            "demo",
-            "--accounts",
-            "1",
-            "--contacts",
-            "300",
-            "--workers",
-            "1",
-            "--lists-per-account",
-            "1",
-            "--keep-database",
-        ])
+        .run(&[&["--output", "json"], SMALL_DEMO, &["--keep-database"]].concat())
         .ok();
     let report = demo.json();
     assert_eq!(report["ok"], true);
@@ -193,17 +193,7 @@ async fn with_no_server_the_demo_runs_in_a_private_cluster_it_removes_afterwards
     let port = silent_port();
     let demo = Admin::with_url(None)
         .env("PGPORT", &port)
-        .run(&[
-            "demo",
-            "--accounts",
-            "1",
-            "--contacts",
-            "300",
-            "--workers",
-            "1",
-            "--lists-per-account",
-            "1",
-        ])
+        .run(SMALL_DEMO)
         .ok();
     let out = &demo.stdout;
     let intro = format!(

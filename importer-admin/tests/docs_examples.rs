@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::import::{start_worker, worker_config};
 use common::url_for;
 use importer_core::secrets::SecretBox;
 use importer_sim::{Sim, SimConfig};
-use importer_worker::WorkerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -244,24 +244,14 @@ impl Session {
     async fn directive(&mut self, directive: &str) -> bool {
         match directive {
             "worker start" => {
-                let config = WorkerConfig {
-                    worker_id: Some("worker-1".to_owned()),
-                    concurrency: 8,
-                    poll_ms: 100,
-                    tick_secs: 0,
-                    shutdown_grace_secs: 2,
-                    pool_size: Some(4),
-                    retry_base_ms: 50,
-                    retry_max_secs: 1,
-                    ..WorkerConfig::default()
-                };
                 let secrets = SecretBox::from_hex(&self.vars["IMPORTER_SECRET_KEY"]).unwrap();
                 let stop = CancellationToken::new();
-                // Its own pool: a worker closes its pool when it stops.
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(4)
-                    .connect_lazy_with(self.pool.connect_options().as_ref().clone());
-                let task = tokio::spawn(importer_worker::run(config, pool, secrets, stop.clone()));
+                let task = start_worker(
+                    worker_config("worker-1"),
+                    self.pool.connect_options().as_ref().clone(),
+                    secrets,
+                    stop.clone(),
+                );
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 if task.is_finished() {
                     panic!("the docs' worker stopped at once: {:?}", task.await);

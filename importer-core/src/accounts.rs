@@ -473,13 +473,11 @@ pub async fn rotate_secrets(
         let (mut ids, mut mailchimp, mut destination) = (Vec::new(), Vec::new(), Vec::new());
         for row in &page {
             report.accounts += 1;
-            let mut changed = false;
             let mut new = [None, None];
             for (k, (field, stored)) in row.fields().into_iter().enumerate() {
                 match secrets.reseal(SecretSlot::new(row.id, field), stored) {
                     Ok(Some(bytes)) => {
                         report.resealed += 1;
-                        changed = true;
                         new[k] = Some(bytes);
                     }
                     Ok(None) => report.already_current += 1,
@@ -490,7 +488,7 @@ pub async fn rotate_secrets(
                     }),
                 }
             }
-            if changed {
+            if new.iter().any(Option::is_some) {
                 let [mc, dest] = new;
                 ids.push(row.id);
                 mailchimp.push(mc.unwrap_or_else(|| row.mailchimp_key.clone()));

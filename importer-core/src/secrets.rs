@@ -270,23 +270,32 @@ impl SecretBox {
     }
 
     /// This box, also opening (never sealing) values of the previous key `hex_key`.
-    pub fn with_previous(mut self, hex_key: &str) -> Result<Self, SecretError> {
-        let previous = KeyEntry::parse(hex_key, "previous encryption key")?;
+    pub fn with_previous(self, hex_key: &str) -> Result<Self, SecretError> {
+        self.previous_from(hex_key, "previous encryption key")
+    }
+
+    /// Sets the previous key (ignored when it is the current one); errors name `origin`.
+    fn previous_from(mut self, hex_key: &str, origin: &str) -> Result<Self, SecretError> {
+        let previous = KeyEntry::parse(hex_key, origin)?;
         self.previous = (previous.id != self.current.id).then_some(previous);
         Ok(self)
+    }
+
+    /// The keys that open values: the current one, then the previous one.
+    fn keys(&self) -> impl Iterator<Item = &KeyEntry> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
     }
 
     /// Builds a box from `IMPORTER_SECRET_KEY` and, when set and non-empty,
     /// `IMPORTER_SECRET_KEY_PREVIOUS`; errors name the variable.
     pub fn from_env() -> Result<Self, SecretError> {
-        let mut sbox = Self::from_env_var(SECRET_KEY_ENV)?;
-        if let Ok(previous) = std::env::var(PREVIOUS_SECRET_KEY_ENV) {
-            if !previous.trim().is_empty() {
-                let entry = KeyEntry::parse(&previous, PREVIOUS_SECRET_KEY_ENV)?;
-                sbox.previous = (entry.id != sbox.current.id).then_some(entry);
+        let sbox = Self::from_env_var(SECRET_KEY_ENV)?;
+        match std::env::var(PREVIOUS_SECRET_KEY_ENV) {
+            Ok(previous) if !previous.trim().is_empty() => {
+                sbox.previous_from(&previous, PREVIOUS_SECRET_KEY_ENV)
             }
+            _ => Ok(sbox),
         }
-        Ok(sbox)
     }
 
     /// Builds a box from the named environment variable alone; errors name the variable.
@@ -368,9 +377,7 @@ impl SecretBox {
         }
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&stored[1..HEADER_LEN]);
-        let entry = std::iter::once(&self.current)
-            .chain(self.previous.as_ref())
-            .find(|k| k.id == id);
+        let entry = self.keys().find(|k| k.id == id);
         Some(entry.ok_or(id))
     }
 
@@ -420,8 +427,7 @@ impl SecretBox {
             });
         }
         let (nonce, ciphertext) = stored.split_at(NONCE_LEN);
-        std::iter::once(&self.current)
-            .chain(self.previous.as_ref())
+        self.keys()
             .find_map(|k| k.cipher.decrypt(Nonce::from_slice(nonce), ciphertext).ok())
             .ok_or(SecretError::Decrypt)
     }

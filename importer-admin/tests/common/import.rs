@@ -100,27 +100,13 @@ impl Import {
         k: usize,
     ) {
         let config = WorkerConfig {
-            worker_id: Some(format!("browser-worker-{k}")),
-            concurrency: 8,
-            poll_ms: 100,
             tick_secs: 3600,
             http_addr: http_addr.unwrap_or_default().to_owned(),
-            shutdown_grace_secs: 2,
-            pool_size: Some(4),
-            retry_base_ms: 50,
-            retry_max_secs: 1,
-            ..WorkerConfig::default()
+            ..worker_config(&format!("browser-worker-{k}"))
         };
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect_lazy_with(options);
         let secrets = SecretBox::from_hex(&self.admin.secret_key).unwrap();
-        self.workers.push(tokio::spawn(importer_worker::run(
-            config,
-            pool,
-            secrets,
-            self.stop.clone(),
-        )));
+        self.workers
+            .push(start_worker(config, options, secrets, self.stop.clone()));
     }
 
     /// Stops the workers, then the simulators.
@@ -131,6 +117,36 @@ impl Import {
         }
         self.sim.shutdown().await;
     }
+}
+
+/// A test worker's configuration: named `worker_id`, 8 jobs in flight, quick polls, retries and
+/// shutdown, a pool of 4, no tick.
+pub fn worker_config(worker_id: &str) -> WorkerConfig {
+    WorkerConfig {
+        worker_id: Some(worker_id.to_owned()),
+        concurrency: 8,
+        poll_ms: 100,
+        tick_secs: 0,
+        shutdown_grace_secs: 2,
+        pool_size: Some(4),
+        retry_base_ms: 50,
+        retry_max_secs: 1,
+        ..WorkerConfig::default()
+    }
+}
+
+/// Starts `importer_worker::run` in process on a pool of its own (a worker closes its pool when
+/// it stops), until `stop` is cancelled.
+pub fn start_worker(
+    config: WorkerConfig,
+    options: sqlx::postgres::PgConnectOptions,
+    secrets: SecretBox,
+    stop: CancellationToken,
+) -> JoinHandle<anyhow::Result<importer_worker::WorkerReport>> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_lazy_with(options);
+    tokio::spawn(importer_worker::run(config, pool, secrets, stop))
 }
 
 /// Run `run`'s status now.
