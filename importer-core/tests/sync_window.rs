@@ -375,7 +375,10 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
         queue::checkpoint(&pool, job.fence(), &checkpoint)
             .await
             .unwrap(),
-        CheckpointOutcome::Recorded { idle_slots: 9 },
+        CheckpointOutcome::Recorded {
+            idle_slots: 9,
+            children: Vec::new()
+        },
         "nine of the account's ten slots are free and nothing waits for them"
     );
     let during = runs::get(&pool, run.id).await.unwrap().unwrap();
@@ -415,6 +418,69 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
             .records_imported,
         999
     );
+}
+
+/// A lane enters the queue with the checkpoint whose arguments make it its parent's stop, or
+/// not at all: a checkpoint that is fenced enqueues nothing.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_checkpoint_enqueues_its_lane_in_the_same_transaction(pool: PgPool) {
+    let (account, list) = account_with_list(&pool, "acme", 10).await;
+    let run = runs::create(&pool, list, request(RequestedMode::Auto))
+        .await
+        .unwrap();
+    plan_into(&pool, &run, &[(None, run.until)]).await;
+    let job = claim_one(&pool, "w").await;
+    let lane = NewJob {
+        kind: JobKind::ImportWindow,
+        args: job.args.clone(),
+        account_id: account,
+        run_id: Some(run.id),
+        max_attempts: job.max_attempts,
+        run_after: None,
+    };
+    let checkpoint = Checkpoint {
+        args: job.args.clone(),
+        children: vec![lane],
+        ..Checkpoint::default()
+    };
+    let before = runs::get(&pool, run.id).await.unwrap().unwrap();
+    let CheckpointOutcome::Recorded { children, .. } =
+        queue::checkpoint(&pool, job.fence(), &checkpoint)
+            .await
+            .unwrap()
+    else {
+        panic!("the fence holds");
+    };
+    assert_eq!(children.len(), 1);
+    let waiting: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM importer.jobs WHERE locked_until IS NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        waiting, children,
+        "the lane waits in the queue, under its id"
+    );
+    let after = runs::get(&pool, run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.jobs_total, after.jobs_pending),
+        (before.jobs_total + 1, before.jobs_pending + 1)
+    );
+
+    queue::retry(&pool, &job, "destination 503", Some(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::checkpoint(&pool, job.fence(), &checkpoint)
+            .await
+            .unwrap(),
+        CheckpointOutcome::Fenced
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM importer.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 2, "the stale holder's lane was not enqueued");
 }
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]

@@ -24,7 +24,7 @@ pub struct Checkpoint {
 }
 
 /// What a [`checkpoint`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointOutcome {
     /// The fence no longer holds: nothing changed.
     Fenced,
@@ -33,6 +33,8 @@ pub enum CheckpointOutcome {
         /// Mailchimp slots of the job's account that are free with no job waiting for them:
         /// capacity a lane split off this job could use now.
         idle_slots: i64,
+        /// Ids of the children enqueued with it, in input order.
+        children: Vec<i64>,
     },
 }
 
@@ -100,11 +102,14 @@ pub async fn checkpoint(
     if let (Some(run_id), false) = (run_id, checkpoint.rejected.is_empty()) {
         insert_rejected(&mut *tx, run_id, &checkpoint.rejected).await?;
     }
-    if !checkpoint.children.is_empty() {
-        insert_jobs(&mut tx, &checkpoint.children).await?;
-    }
+    let children = if checkpoint.children.is_empty() {
+        Vec::new()
+    } else {
+        insert_jobs(&mut tx, &checkpoint.children).await?
+    };
     tx.commit().await?;
     Ok(CheckpointOutcome::Recorded {
         idle_slots: idle_slots.max(0),
+        children,
     })
 }

@@ -91,6 +91,9 @@ struct Batch {
     cost: Cost,
     /// The job's arguments with the reader's position after this page.
     args: serde_json::Value,
+    /// A lane split off since the last checkpoint: enqueued in the transaction that records
+    /// `args` naming it as this job's stop, so no retry can read the lane's share again.
+    children: Vec<NewJob>,
 }
 
 /// Members a reader must have left before it hands half of them to a lane: the lane then starts
@@ -139,7 +142,11 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
                 left: lanes.left(&reader),
             };
             let share = capacity.and_then(|c| c.split_off(at.left));
-            lanes.split(ctx, job, &args, at, share).await?;
+            if let Some(lane) = lanes.split(ctx, job, &args, at, share).await? {
+                let batch = pending.get_or_insert_with(Batch::default);
+                batch.children.push(lane);
+                batch.args = resume_args(&args, &reader, &lanes)?;
+            }
         }
         if reader.is_done() {
             // The stop was already read past: what is pending is the last of this job's work.
@@ -153,7 +160,8 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
             deliver(ctx, job, &creds, pending.take())
         );
         if let Some(seen) = delivered? {
-            capacity = Some(seen);
+            lanes.enqueued(&seen.children);
+            capacity = Some(seen.capacity);
         }
         let step = read?;
         lanes.record_heads(ctx, &args, &reader).await?;
@@ -176,16 +184,25 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
             post(ctx, &creds, &batch.records).await?;
             return Ok(finish(&args, &lanes, batch));
         }
-        let progress = RangeArgs {
-            progress: Some(reader.progress()),
-            stop_lane: lanes.stop,
-            stop_offset: lanes.stop_offset,
-            ..args.clone()
-        };
-        batch.args = serde_json::to_value(progress)
-            .map_err(|e| JobError::Permanent(format!("encoding range progress: {e}")))?;
+        batch.args = resume_args(&args, &reader, &lanes)?;
         pending = Some(batch);
     }
+}
+
+/// The job's arguments as a checkpoint stores them: where the reader stands and where it stops.
+fn resume_args(
+    args: &RangeArgs,
+    reader: &RangeReader,
+    lanes: &Lanes,
+) -> Result<serde_json::Value, JobError> {
+    let progress = RangeArgs {
+        progress: Some(reader.progress()),
+        stop_lane: lanes.stop,
+        stop_offset: lanes.stop_offset,
+        ..args.clone()
+    };
+    serde_json::to_value(progress)
+        .map_err(|e| JobError::Permanent(format!("encoding range progress: {e}")))
 }
 
 /// Where a reader stands, for sizing a lane split off it.
@@ -224,8 +241,18 @@ fn finish(args: &RangeArgs, lanes: &Lanes, batch: Batch) -> Completion {
             Vec::new()
         },
         cost: batch.cost,
+        children: batch.children,
         ..Completion::default()
     }
+}
+
+/// A lane this job split off: its job once enqueued, and the stop (and its offset) it
+/// inherited, which this job takes back with it.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    job: Option<i64>,
+    stop: Option<i64>,
+    stop_offset: Option<u64>,
 }
 
 /// The lanes a range job takes part in: the one it stops at, and its own (see
@@ -235,9 +262,8 @@ struct Lanes {
     stop: Option<i64>,
     /// Where that lane started (an estimate: positions drift as members leave).
     stop_offset: Option<u64>,
-    /// The last lane this job split off, while it may still be taken back: its job and the
-    /// stop (and its offset) it inherited.
-    split: Option<(i64, Option<i64>, Option<u64>)>,
+    /// The last lane this job split off, while it may still be taken back.
+    split: Option<Split>,
     /// The lane whose heads the reader already stops at.
     stop_known: Option<i64>,
     /// Whether this job's own lane heads are recorded (or it is not a lane).
@@ -288,7 +314,12 @@ impl Lanes {
             if started.elapsed() >= HEADS_WAIT {
                 // Nobody has started the lane yet (no worker has room): take it back and read
                 // on. A lane already claimed is about to read: keep waiting for it.
-                if let Some((job, stop, stop_offset)) = self.split {
+                if let Some(Split {
+                    job: Some(job),
+                    stop,
+                    stop_offset,
+                }) = self.split
+                {
                     if queue::withdraw(&ctx.pool, job).await? {
                         tracing::info!(lane, "lane not started in time: taken back");
                         self.split = None;
@@ -322,8 +353,11 @@ impl Lanes {
         Ok(())
     }
 
-    /// Hands the last `share` members of what the reader has left (as of `at`) to a new lane
-    /// job, which the next free slot takes; this job then stops where that lane starts.
+    /// Hands the last `share` members of what the reader has left (as of `at`) to a new lane,
+    /// which the next free slot takes; this job then stops where that lane starts. Returns the
+    /// lane's job, for the caller to enqueue with the next checkpoint (whose arguments name the
+    /// new stop): enqueued on its own, a retry of this job from an older checkpoint would read
+    /// the lane's share a second time.
     async fn split(
         &mut self,
         ctx: &JobContext,
@@ -331,9 +365,9 @@ impl Lanes {
         args: &RangeArgs,
         at: Frontier,
         share: Option<u64>,
-    ) -> Result<(), JobError> {
+    ) -> Result<Option<NewJob>, JobError> {
         let (Some(run_id), Some(share)) = (job.run_id, share) else {
-            return Ok(());
+            return Ok(None);
         };
         let left = at.left;
         let offset = at.offset + left - share.min(left);
@@ -355,8 +389,11 @@ impl Lanes {
             max_attempts: job.max_attempts,
             run_after: None,
         };
-        let child_job = queue::enqueue(&ctx.pool, &child).await?;
-        self.split = Some((child_job, self.stop, self.stop_offset));
+        self.split = Some(Split {
+            job: None,
+            stop: self.stop,
+            stop_offset: self.stop_offset,
+        });
         tracing::info!(
             lane,
             offset,
@@ -366,7 +403,14 @@ impl Lanes {
         metrics::counter!("importer_range_splits_total").increment(1);
         self.stop = Some(lane);
         self.stop_offset = Some(offset);
-        Ok(())
+        Ok(Some(child))
+    }
+
+    /// Notes the job of the lane split off last, once its checkpoint has enqueued it.
+    fn enqueued(&mut self, children: &[i64]) {
+        if let (Some(split), Some(&job)) = (self.split.as_mut(), children.last()) {
+            split.job = Some(job);
+        }
     }
 }
 
@@ -427,15 +471,22 @@ fn rejected(r: Rejection) -> RejectedRecord {
     }
 }
 
+/// What a checkpoint saw and did.
+struct Delivered {
+    capacity: Capacity,
+    /// Ids of the jobs it enqueued (a lane split off).
+    children: Vec<i64>,
+}
+
 /// Posts a batch and checkpoints it (nothing to do for `None`); returns the account's idle
-/// slots and what its run has left, as the checkpoint saw them.
+/// slots as the checkpoint saw them, and the jobs it enqueued.
 async fn deliver(
     ctx: &JobContext,
     job: &ClaimedJob,
     creds: &Credentials,
     batch: Option<Batch>,
-) -> Result<Option<Capacity>, JobError> {
-    let Some(batch) = batch else {
+) -> Result<Option<Delivered>, JobError> {
+    let Some(mut batch) = batch else {
         return Ok(None);
     };
     post(ctx, creds, &batch.records).await?;
@@ -444,13 +495,19 @@ async fn deliver(
         records_imported: batch.records.len() as i64,
         rejected: batch.rejected.clone(),
         cost: batch.cost,
-        children: Vec::new(),
+        children: std::mem::take(&mut batch.children),
     };
     match queue::checkpoint(&ctx.pool, job.fence(), &checkpoint).await? {
         CheckpointOutcome::Fenced => Err(JobError::Fenced),
-        CheckpointOutcome::Recorded { idle_slots } => {
+        CheckpointOutcome::Recorded {
+            idle_slots,
+            children,
+        } => {
             count_delivered(&batch);
-            Ok(Some(Capacity { idle_slots }))
+            Ok(Some(Delivered {
+                capacity: Capacity { idle_slots },
+                children,
+            }))
         }
     }
 }
