@@ -48,6 +48,10 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
                 "lists.set_sync_lag",
                 json!({ "list": list, "lag_secs": match lag { LagArg::Default => None, LagArg::Lag(d) => Some(d.as_secs_f64()) } }),
             ),
+            ListsCommand::SetAlwaysPost { list, value } => (
+                "lists.set_always_post",
+                json!({ "list": list, "always_post": value }),
+            ),
             ListsCommand::ResetCursor { list, to } => {
                 ("lists.reset_cursor", json!({ "list": list, "to": to }))
             }

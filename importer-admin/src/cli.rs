@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use importer_core::runs::RunStatus;
 
 use crate::output::Format;
-use crate::values::{parse_interval, parse_schedule, parse_time};
+use crate::values::{parse_interval, parse_on_off, parse_schedule, parse_time};
 
 /// Operate mailchimp-importer: migrations, accounts, lists, runs, dead jobs, the queue, and a
 /// one-command demo.
@@ -264,6 +264,15 @@ pub enum ListsCommand {
         #[arg(value_parser = parse_lag)]
         lag: LagArg,
     },
+    /// Post every member read (`on`), or skip members whose record the destination already
+    /// holds per the ledger (`off`, the default).
+    SetAlwaysPost {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+        /// on or off.
+        #[arg(value_parser = parse_on_off, action = clap::ArgAction::Set)]
+        value: bool,
+    },
     /// Move a list's cursor (without --to: forget it, the next run is full). Refused while the
     /// list has an active run (cancel it first); the list's coverage is forgotten too.
     ResetCursor {
@@ -340,6 +349,10 @@ pub struct ListAddArgs {
     /// Add it without scheduled runs.
     #[arg(long)]
     pub disabled: bool,
+    /// Post every member read, even those whose record the destination already holds (for
+    /// destinations that need every touch). Default: skip them (the ledger).
+    #[arg(long)]
+    pub always_post: bool,
     /// Succeed without changes when the account already has this list.
     #[arg(long)]
     pub if_not_exists: bool,

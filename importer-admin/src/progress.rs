@@ -48,6 +48,8 @@ pub struct RunProgress {
     pub records_imported: i64,
     /// Members that could not be mapped.
     pub records_rejected: i64,
+    /// Members read whose record the destination already held: not posted.
+    pub records_unchanged: i64,
     /// Jobs done / jobs total, in percent.
     pub percent: Option<f64>,
     /// Seconds from creation to finish (or now).
@@ -97,7 +99,8 @@ impl RunProgress {
 
 const COLUMNS: &str = "run_id, list_id, mailchimp_list_id, list_name, account_id, account, \
      status, mode, trigger, since, until, members_total, jobs_total, jobs_done, jobs_pending, \
-     jobs_dead, jobs_cancelled, records_imported, records_rejected, percent::float8 AS percent, \
+     jobs_dead, jobs_cancelled, records_imported, records_rejected, records_unchanged, \
+     percent::float8 AS percent, \
      extract(epoch FROM elapsed)::float8 AS elapsed_secs, \
      records_per_second::float8 AS records_per_second, created_at, started_at, finished_at, error";
 

@@ -54,6 +54,15 @@ pub fn parse_schedule(text: &str) -> Result<Duration, String> {
     Ok(schedule)
 }
 
+/// `on` or `off` (also true/false, yes/no).
+pub fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        other => Err(format!("{other:?} is not on or off")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -33,6 +33,8 @@ pub struct ListView {
     pub synced_until: Option<DateTime<Utc>>,
     /// The list's own sync lag in seconds; none = the deployment's.
     pub sync_lag_secs: Option<f64>,
+    /// Posts every member read, even those the ledger shows unchanged.
+    pub always_post: bool,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -51,6 +53,7 @@ impl ListView {
             enabled: list.enabled,
             synced_until: list.synced_until,
             sync_lag_secs: list.sync_lag.map(|d| d.as_secs_f64()),
+            always_post: list.always_post,
             created_at: list.created_at,
         }
     }

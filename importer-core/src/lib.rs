@@ -16,6 +16,7 @@ pub mod audit;
 pub mod backoff;
 pub mod destination;
 pub mod lanes;
+pub mod ledger;
 pub mod lists;
 pub mod mailchimp;
 pub mod mapping;

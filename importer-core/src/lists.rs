@@ -64,6 +64,8 @@ pub struct List {
     pub synced_until: Option<DateTime<Utc>>,
     /// Its own sync lag; `None` = the deployment's.
     pub sync_lag: Option<Duration>,
+    /// Posts every member read, even those the ledger shows unchanged.
+    pub always_post: bool,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -78,6 +80,7 @@ struct ListRow {
     enabled: bool,
     synced_until: Option<DateTime<Utc>>,
     sync_lag_us: Option<i64>,
+    always_post: bool,
     created_at: DateTime<Utc>,
 }
 
@@ -94,6 +97,7 @@ impl From<ListRow> for List {
             sync_lag: row
                 .sync_lag_us
                 .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or_default())),
+            always_post: row.always_post,
             created_at: row.created_at,
         }
     }
@@ -134,7 +138,7 @@ pub enum ListError {
 
 const LIST_COLUMNS: &str = "id, account_id, mailchimp_list_id, name, \
      (extract(epoch FROM schedule) * 1000000)::bigint AS schedule_us, enabled, synced_until, \
-     (extract(epoch FROM sync_lag) * 1000000)::bigint AS sync_lag_us, created_at";
+     (extract(epoch FROM sync_lag) * 1000000)::bigint AS sync_lag_us, always_post, created_at";
 
 fn classify(error: sqlx::Error, list: Option<&NewList>) -> ListError {
     if let sqlx::Error::Database(db) = &error {
@@ -264,6 +268,13 @@ pub async fn set_sync_lag(
         lag.map(micros),
     )
     .await
+}
+
+/// Makes a list post every member read (`true`), or skip those whose record the destination
+/// already holds per the ledger (`false`, the default). Errors: [`ListError::NotFound`],
+/// database failures.
+pub async fn set_always_post(pool: &PgPool, id: i64, always: bool) -> Result<List, ListError> {
+    change(pool, id, "always_post = $2", always).await
 }
 
 /// Deletes a list with its runs, jobs and rejected records; returns whether it existed.

@@ -32,6 +32,8 @@ GRANT UPDATE (last_claimed_at) ON importer.accounts TO importer_worker;
 GRANT UPDATE (synced_until) ON importer.lists TO importer_worker;
 GRANT SELECT ON importer.queue_depth, importer.leases, importer.workers, importer.run_progress
    TO importer_worker;
+-- The ledger: read and upserted with each delivery (its rows go with their list).
+GRANT SELECT, INSERT, UPDATE ON importer.ledger TO importer_worker;
 
 -- Operators: every row of every table and view, the audit log append-only.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA importer TO importer_operator;

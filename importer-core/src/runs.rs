@@ -132,6 +132,8 @@ pub struct Run {
     pub records_imported: i64,
     /// Members that could not be mapped.
     pub records_rejected: i64,
+    /// Members read whose record the destination already held (the ledger): not posted.
+    pub records_unchanged: i64,
     /// Times the engine saw the window was not frozen.
     pub window_events: i32,
     /// Members Mailchimp returned to the run's range reads.
@@ -222,7 +224,8 @@ pub enum RunError {
 
 const RUN_COLUMNS: &str = "id, list_id, account_id, mode, since, until, status, trigger, \
      scheduled_for, members_total, jobs_total, jobs_pending, jobs_done, jobs_dead, \
-     jobs_cancelled, records_imported, records_rejected, window_events, members_read, \
+     jobs_cancelled, records_imported, records_rejected, records_unchanged, window_events, \
+     members_read, \
      mailchimp_requests, planning_requests, created_at, started_at, finished_at, error";
 
 /// Creates an operator's run of `list_id` with its `plan_run` job through

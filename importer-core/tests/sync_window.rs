@@ -370,6 +370,7 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
             window_events: 0,
         },
         children: Vec::new(),
+        ..Checkpoint::default()
     };
     assert_eq!(
         queue::checkpoint(&pool, job.fence(), &checkpoint)

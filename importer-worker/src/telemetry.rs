@@ -38,6 +38,7 @@ fn register_counters() {
     }
     metrics::counter!("importer_records_imported_total").absolute(0);
     metrics::counter!("importer_records_rejected_total").absolute(0);
+    metrics::counter!("importer_records_unchanged_total").absolute(0);
 }
 
 /// The process's Prometheus recorder, installed on first use (several in-process workers share it).

@@ -75,6 +75,16 @@ pub async fn run<W: Write>(
             };
             changed(out, format, &ListView::new(&l, &a.name), &what)
         }
+        ListsCommand::SetAlwaysPost { list, value } => {
+            let (l, a) = lookup::list(pool, &list).await?;
+            let l = lists::set_always_post(pool, l.id, value).await?;
+            let what = if value {
+                "now posts every member read"
+            } else {
+                "now posts only members whose record changed (the ledger)"
+            };
+            changed(out, format, &ListView::new(&l, &a.name), what)
+        }
         ListsCommand::ResetCursor { list, to } => {
             let (l, a) = lookup::list(pool, &list).await?;
             let l = lists::reset_cursor(pool, l.id, to).await?;
@@ -128,6 +138,11 @@ async fn add<W: Write>(
             (existing, false)
         }
         Err(e) => return Err(e),
+    };
+    let list = if created && args.always_post {
+        lists::set_always_post(pool, list.id, true).await?
+    } else {
+        list
     };
     let view = ListView::new(&list, &account.name);
     let text = if created {

@@ -206,6 +206,7 @@ async fn show<W: Write>(pool: &PgPool, id: i64, format: Format, out: &mut W) -> 
             ),
             ("records imported", r.records_imported.to_string()),
             ("records rejected", r.records_rejected.to_string()),
+            ("records unchanged", r.records_unchanged.to_string()),
             ("records/s", format!("{:.1}", r.records_per_second)),
             (
                 "eta",

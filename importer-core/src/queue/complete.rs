@@ -6,6 +6,7 @@ use sqlx::{PgExecutor, PgPool};
 
 use super::enqueue::insert_jobs;
 use super::{fence_arrays, Fence, JobKind, NewJob, QueueError};
+use crate::ledger::{self, Delivery};
 use crate::runs::RunStatus;
 
 /// What a finished job produced.
@@ -17,6 +18,10 @@ pub struct Completion {
     pub rejected: Vec<RejectedRecord>,
     /// Jobs to enqueue in the same transaction (a plan's ranges).
     pub children: Vec<NewJob>,
+    /// Members read whose record the destination already held (not posted).
+    pub records_unchanged: i64,
+    /// What this job delivered or found unchanged since its last checkpoint, for the ledger.
+    pub ledger: Vec<Delivery>,
     /// Members Mailchimp counted in the run's window (set by the plan job).
     pub members_total: Option<i64>,
     /// `last_changed` intervals whose members this job delivered (or proved empty): recorded in
@@ -32,6 +37,8 @@ impl Completion {
     pub fn fits_batch(&self) -> bool {
         self.rejected.is_empty()
             && self.children.is_empty()
+            && self.ledger.is_empty()
+            && self.records_unchanged == 0
             && self.members_total.is_none()
             && self.covered.is_empty()
             && self.cost == Cost::default()
@@ -147,6 +154,7 @@ pub async fn complete(
     if !completion.rejected.is_empty() {
         insert_rejected(&mut *tx, run_id, &completion.rejected).await?;
     }
+    ledger::record(&mut *tx, run_id, &completion.ledger).await?;
     // Coverage first: the counter update below may finish the run, and finishing settles the
     // run's coverage (importer.settle_run), this job's included.
     if !completion.covered.is_empty() {
@@ -167,7 +175,8 @@ pub async fn complete(
                 mailchimp_requests = r.mailchimp_requests + $7,
                 window_events = r.window_events + $8,
                 planning_requests = r.planning_requests
-                                    + CASE WHEN $5 THEN $7::int ELSE 0 END
+                                    + CASE WHEN $5 THEN $7::int ELSE 0 END,
+                records_unchanged = r.records_unchanged + $9
           WHERE r.id = $1
          RETURNING r.status,
                    r.status NOT IN ('planning', 'running')
@@ -181,6 +190,7 @@ pub async fn complete(
     .bind(completion.cost.members_read)
     .bind(completion.cost.requests)
     .bind(completion.cost.window_events)
+    .bind(completion.records_unchanged)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

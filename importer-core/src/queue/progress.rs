@@ -7,6 +7,7 @@ use super::complete::{insert_rejected, Cost, RejectedRecord};
 use super::enqueue::insert_jobs;
 use super::leasing::SLOT_GRACE;
 use super::{micros, Fence, NewJob, QueueError};
+use crate::ledger::{self, Delivery};
 
 /// What a job delivered since its last checkpoint, and where to resume.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +22,10 @@ pub struct Checkpoint {
     pub cost: Cost,
     /// Jobs to enqueue with it (a lane split off the range), counted on the run.
     pub children: Vec<NewJob>,
+    /// Members read whose record the destination already held (not posted).
+    pub records_unchanged: i64,
+    /// What was delivered or found unchanged since the last checkpoint, for the ledger.
+    pub ledger: Vec<Delivery>,
 }
 
 /// What a [`checkpoint`] did.
@@ -63,7 +68,8 @@ pub async fn checkpoint(
                     records_rejected = r.records_rejected + $5,
                     members_read = r.members_read + $6,
                     mailchimp_requests = r.mailchimp_requests + $7,
-                    window_events = r.window_events + $8
+                    window_events = r.window_events + $8,
+                    records_unchanged = r.records_unchanged + $10
               WHERE r.id = (SELECT id FROM run_lock)
          )
          -- Progress gives the attempts back: attempts counts the claims since the job last
@@ -94,13 +100,17 @@ pub async fn checkpoint(
     .bind(checkpoint.cost.requests)
     .bind(checkpoint.cost.window_events)
     .bind(micros(SLOT_GRACE))
+    .bind(checkpoint.records_unchanged)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((run_id, idle_slots)) = held else {
         return Ok(CheckpointOutcome::Fenced);
     };
-    if let (Some(run_id), false) = (run_id, checkpoint.rejected.is_empty()) {
-        insert_rejected(&mut *tx, run_id, &checkpoint.rejected).await?;
+    if let Some(run_id) = run_id {
+        if !checkpoint.rejected.is_empty() {
+            insert_rejected(&mut *tx, run_id, &checkpoint.rejected).await?;
+        }
+        ledger::record(&mut *tx, run_id, &checkpoint.ledger).await?;
     }
     let children = if checkpoint.children.is_empty() {
         Vec::new()

@@ -113,7 +113,7 @@ pub(super) struct Interests<'a> {
 impl Fields for Interests<'_> {
     fn write<M: SerializeMap>(&self, o: &mut Obj<'_, M>) -> Result<(), M::Error> {
         for (i, id) in self.v.meta.interests.iter().enumerate() {
-            o.leaf(id, || self.v.h(40 + i as u64) % 3 == 0)?;
+            o.leaf(id, || self.v.touched(40 + i as u64) % 3 == 0)?;
         }
         Ok(())
     }

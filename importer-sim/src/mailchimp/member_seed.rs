@@ -24,6 +24,13 @@ impl MemberSeed<'_> {
         self.meta.h(self.m.seq, S + salt)
     }
 
+    /// The derived value under `salt` of what changes when the member is touched (interests,
+    /// tags): a touch changes them and nothing the importer maps.
+    pub(super) fn touched(&self, salt: u64) -> u64 {
+        self.meta
+            .h(self.m.seq, S + salt + (u64::from(self.m.touches) << 24))
+    }
+
     /// One of `items`, picked by the derived value under `salt`.
     pub(super) fn pick<T: Copy>(&self, salt: u64, items: &[T]) -> T {
         items[(self.h(salt) % items.len() as u64) as usize]

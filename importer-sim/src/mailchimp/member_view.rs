@@ -126,10 +126,10 @@ impl MemberView<'_> {
             "Lead",
             "Imported",
         ];
-        let n = self.0.h(13) % 4;
+        let n = self.0.touched(13) % 4;
         (0..n)
             .map(|i| {
-                let k = ((self.0.h(14) + i * 2) % NAMES.len() as u64) as usize;
+                let k = ((self.0.touched(14) + i * 2) % NAMES.len() as u64) as usize;
                 Tag {
                     id: 10_000 + k as u64 * 17 + (self.0.meta.seed % 1000),
                     name: NAMES[k],

@@ -61,6 +61,8 @@ pub(crate) struct Member {
     pub seq: u32,
     /// Bumped by every modification; seeds the current names.
     pub revision: u16,
+    /// Bumped by every change of what the importer does not map; seeds interests and tags.
+    pub touches: u16,
     pub first: u16,
     pub last: u16,
     pub status: Status,
@@ -282,6 +284,7 @@ impl ListMeta {
         Member {
             seq,
             revision: 0,
+            touches: 0,
             first,
             last,
             status,

@@ -216,8 +216,8 @@ impl ListData {
         ids
     }
 
-    /// Moves `last_changed` of `n` members to now with nothing we map changing (a re-import of
-    /// the same data, or a change of tags, interests or stats).
+    /// Changes the interests and tags of `n` members, moving their `last_changed` to now, with
+    /// nothing we map changing (what a tag or a group change does in Mailchimp).
     pub(crate) fn touch(&mut self, n: usize) -> Vec<String> {
         let now = self.clock.now();
         let positions = self.positions(n, |_| true);
@@ -226,6 +226,7 @@ impl ListData {
         for i in positions {
             let mut m = self.members[i];
             m.last_changed = now;
+            m.touches = m.touches.wrapping_add(1);
             ids.push(hex::encode(m.id));
             changes.push(Change::Upsert(m));
         }

@@ -9,6 +9,7 @@
 //! page is posted, so the destination's latency never holds Mailchimp capacity idle at the end.
 
 use importer_core::lanes;
+use importer_core::ledger::{Delivery, ListLedger};
 use importer_core::mailchimp::{
     MailchimpAccount, MailchimpError, Member, MembersQuery, PageMember, SinceRule,
 };
@@ -94,6 +95,10 @@ struct Batch {
     /// A lane split off since the last checkpoint: enqueued in the transaction that records
     /// `args` naming it as this job's stop, so no retry can read the lane's share again.
     children: Vec<NewJob>,
+    /// One per mapped member (posted or not), for the ledger.
+    deliveries: Vec<Delivery>,
+    /// Mapped members not posted: the destination already holds their record.
+    unchanged: i64,
 }
 
 /// Members a reader must have left before it hands half of them to a lane: the lane then starts
@@ -114,6 +119,23 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
     let args: RangeArgs = serde_json::from_value(job.args.clone())
         .map_err(|e| JobError::Permanent(format!("malformed import_window args: {e}")))?;
     let creds = credentials::load(ctx, job.account_id).await?;
+    let ledger = match job.run_id {
+        Some(run_id) => {
+            ListLedger::of_run(&ctx.pool, run_id)
+                .await
+                .map_err(|e| JobError::Retryable {
+                    message: e.to_string(),
+                    retry_after: None,
+                })?
+        }
+        None => None,
+    };
+    let out = Outlet {
+        ctx,
+        job,
+        creds: &creds,
+        ledger,
+    };
     let source = MailchimpRange {
         account: &creds.mailchimp,
         list_id: &args.list_id,
@@ -151,14 +173,11 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         if reader.is_done() {
             // The stop was already read past: what is pending is the last of this job's work.
             give_back_slot(ctx, job).await?;
-            let batch = pending.take().unwrap_or_default();
-            post(ctx, &creds, &batch.records).await?;
+            let mut batch = pending.take().unwrap_or_default();
+            out.post(&mut batch).await?;
             return Ok(finish(&args, &lanes, batch));
         }
-        let (read, delivered) = tokio::join!(
-            reader.step(&source),
-            deliver(ctx, job, &creds, pending.take())
-        );
+        let (read, delivered) = tokio::join!(reader.step(&source), out.deliver(pending.take()));
         if let Some(seen) = delivered? {
             lanes.enqueued(&seen.children);
             capacity = Some(seen.capacity);
@@ -181,7 +200,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         if reader.is_done() {
             give_back_slot(ctx, job).await?;
             // Counted in the metrics when the completion is recorded (`jobs::settle`).
-            post(ctx, &creds, &batch.records).await?;
+            out.post(&mut batch).await?;
             return Ok(finish(&args, &lanes, batch));
         }
         batch.args = resume_args(&args, &reader, &lanes)?;
@@ -234,6 +253,8 @@ fn finish(args: &RangeArgs, lanes: &Lanes, batch: Batch) -> Completion {
     let alone = args.reads_whole_range() && lanes.stop.is_none();
     Completion {
         records_imported: batch.records.len() as i64,
+        records_unchanged: batch.unchanged,
+        ledger: batch.deliveries,
         rejected: batch.rejected,
         covered: if alone {
             vec![args.range.interval()]
@@ -435,7 +456,8 @@ fn classify(account: &MailchimpAccount, range: &Range, fresh: Vec<RangeMember>) 
                 continue;
             }
         };
-        match member.last_changed_secs().map(|s| range.place(s)) {
+        let last_changed = member.last_changed_secs();
+        match last_changed.map(|s| range.place(s)) {
             Some(Placement::Before) => {
                 account.learn_since_rule(SinceRule::Inclusive);
                 continue;
@@ -444,7 +466,10 @@ fn classify(account: &MailchimpAccount, range: &Range, fresh: Vec<RangeMember>) 
             Some(Placement::Inside) | None => {}
         }
         match mapping::map_member(member) {
-            Ok(record) => batch.records.push(record),
+            Ok(record) => {
+                batch.deliveries.push(Delivery::of(&record, last_changed));
+                batch.records.push(record);
+            }
             Err(rejection) => batch.rejected.push(rejected(*rejection)),
         }
     }
@@ -478,36 +503,63 @@ struct Delivered {
     children: Vec<i64>,
 }
 
-/// Posts a batch and checkpoints it (nothing to do for `None`); returns the account's idle
-/// slots as the checkpoint saw them, and the jobs it enqueued.
-async fn deliver(
-    ctx: &JobContext,
-    job: &ClaimedJob,
-    creds: &Credentials,
-    batch: Option<Batch>,
-) -> Result<Option<Delivered>, JobError> {
-    let Some(mut batch) = batch else {
-        return Ok(None);
-    };
-    post(ctx, creds, &batch.records).await?;
-    let checkpoint = Checkpoint {
-        args: batch.args.clone(),
-        records_imported: batch.records.len() as i64,
-        rejected: batch.rejected.clone(),
-        cost: batch.cost,
-        children: std::mem::take(&mut batch.children),
-    };
-    match queue::checkpoint(&ctx.pool, job.fence(), &checkpoint).await? {
-        CheckpointOutcome::Fenced => Err(JobError::Fenced),
-        CheckpointOutcome::Recorded {
-            idle_slots,
-            children,
-        } => {
-            count_delivered(&batch);
-            Ok(Some(Delivered {
-                capacity: Capacity { idle_slots },
+/// Where a range job's batches go: the destination, then a checkpoint with the ledger.
+struct Outlet<'a> {
+    ctx: &'a JobContext,
+    job: &'a ClaimedJob,
+    creds: &'a Credentials,
+    /// The ledger of the run's list (`None`: a job without a run posts everything).
+    ledger: Option<ListLedger>,
+}
+
+impl Outlet<'_> {
+    /// Posts the members of `batch` whose record the destination does not hold yet (per the
+    /// ledger), counting the others as unchanged.
+    async fn post(&self, batch: &mut Batch) -> Result<(), JobError> {
+        if let Some(ledger) = &self.ledger {
+            let same = ledger
+                .unchanged(&self.ctx.pool, &batch.deliveries)
+                .await
+                .map_err(|e| JobError::Retryable {
+                    message: e.to_string(),
+                    retry_after: None,
+                })?;
+            if !same.is_empty() {
+                batch.records.retain(|r| !same.contains(&r.id));
+                batch.unchanged = batch.deliveries.len() as i64 - batch.records.len() as i64;
+            }
+        }
+        post(self.ctx, self.creds, &batch.records).await
+    }
+
+    /// Posts a batch and checkpoints it (nothing to do for `None`); returns the account's idle
+    /// slots as the checkpoint saw them, and the jobs it enqueued.
+    async fn deliver(&self, batch: Option<Batch>) -> Result<Option<Delivered>, JobError> {
+        let Some(mut batch) = batch else {
+            return Ok(None);
+        };
+        self.post(&mut batch).await?;
+        let checkpoint = Checkpoint {
+            args: batch.args.clone(),
+            records_imported: batch.records.len() as i64,
+            records_unchanged: batch.unchanged,
+            ledger: std::mem::take(&mut batch.deliveries),
+            rejected: batch.rejected.clone(),
+            cost: batch.cost,
+            children: std::mem::take(&mut batch.children),
+        };
+        match queue::checkpoint(&self.ctx.pool, self.job.fence(), &checkpoint).await? {
+            CheckpointOutcome::Fenced => Err(JobError::Fenced),
+            CheckpointOutcome::Recorded {
+                idle_slots,
                 children,
-            }))
+            } => {
+                count_delivered(&batch);
+                Ok(Some(Delivered {
+                    capacity: Capacity { idle_slots },
+                    children,
+                }))
+            }
         }
     }
 }
@@ -515,6 +567,7 @@ async fn deliver(
 fn count_delivered(batch: &Batch) {
     metrics::counter!("importer_records_imported_total").increment(batch.records.len() as u64);
     metrics::counter!("importer_records_rejected_total").increment(batch.rejected.len() as u64);
+    metrics::counter!("importer_records_unchanged_total").increment(batch.unchanged as u64);
 }
 
 /// Posts records to the destination, timed.

@@ -243,6 +243,7 @@ async fn settle(
         Ok(completion) => {
             let imported = completion.records_imported;
             let rejected = completion.rejected.len();
+            let unchanged = completion.records_unchanged;
             let recorded = if completion.fits_batch() {
                 ctx.completer.complete(fence, imported).await.map(|held| {
                     if held {
@@ -270,7 +271,16 @@ async fn settle(
                     metrics::counter!("importer_records_imported_total")
                         .increment(imported.max(0) as u64);
                     metrics::counter!("importer_records_rejected_total").increment(rejected as u64);
-                    job_line!(info, job, records = imported, rejected, "job completed");
+                    metrics::counter!("importer_records_unchanged_total")
+                        .increment(unchanged.max(0) as u64);
+                    job_line!(
+                        info,
+                        job,
+                        records = imported,
+                        rejected,
+                        unchanged,
+                        "job completed"
+                    );
                     return "completed";
                 }
                 // Not recorded: retried at once with the real error (fenced), instead of

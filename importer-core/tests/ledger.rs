@@ -1,0 +1,229 @@
+//! The ledger (`importer.ledger`): written with the checkpoint or completion that delivered
+//! its records, read to skip members whose record the destination already holds.
+#![allow(clippy::unwrap_used)]
+
+mod queue_support;
+
+use chrono::{DateTime, Utc};
+use importer_core::ledger::{fingerprint, Delivery, ListLedger};
+use importer_core::lists;
+use importer_core::mapping::Record;
+use importer_core::queue::{self, Checkpoint, Completion};
+use queue_support::{account_with_list, claim_one, planned_run};
+use sqlx::PgPool;
+
+fn record(id: &str, firstname: &str) -> Record {
+    Record {
+        id: id.into(),
+        firstname: firstname.into(),
+        lastname: "Lee".into(),
+        email: format!("{id}@example.com"),
+        status: "subscribed".into(),
+    }
+}
+
+fn delivery(id: &str, firstname: &str, last_changed: i64) -> Delivery {
+    Delivery::of(&record(id, firstname), Some(last_changed))
+}
+
+const HEX: &str = "0123456789abcdef0123456789abcdef";
+
+async fn rows(pool: &PgPool, list: i64) -> Vec<(String, i64, Option<DateTime<Utc>>)> {
+    sqlx::query_as(
+        "SELECT member_id, fingerprint, last_changed FROM importer.ledger_members
+          WHERE list_id = $1 ORDER BY member_id",
+    )
+    .bind(list)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn member_ids_of_every_form_round_trip_through_the_stored_key(pool: PgPool) {
+    // 32 hex digits, an id that is not hex, one whose UTF-8 is exactly 16 bytes (the padded
+    // form), one that is 17 bytes, upper-case hex, and non-ASCII.
+    let ids = [
+        HEX,
+        "legacy-id-42",
+        "sixteen-bytes-id",
+        "seventeen-bytes-i",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "ünïcødé-ïd",
+    ];
+    for id in ids {
+        let (back, len): (String, i32) = sqlx::query_as(
+            "SELECT importer.ledger_member_id(importer.ledger_key($1)),
+                    length(importer.ledger_key($1))",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(back, id);
+        assert_eq!(
+            len == 16,
+            id == HEX,
+            "only a hex id is stored in 16 bytes ({id})"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_checkpoint_and_a_completion_write_the_ledger_in_their_transaction(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = planned_run(&pool, list, 1).await;
+    let job = claim_one(&pool, "w").await;
+    let first = vec![delivery(HEX, "Ann", 100), delivery("legacy-1", "Bob", 100)];
+    queue::checkpoint(
+        &pool,
+        job.fence(),
+        &Checkpoint {
+            args: job.args.clone(),
+            records_imported: 2,
+            ledger: first.clone(),
+            ..Checkpoint::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stored = rows(&pool, list).await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        stored[0],
+        (HEX.to_owned(), first[0].fingerprint, first[0].last_changed)
+    );
+
+    // The completion: Ann changed (a new fingerprint), Bob only moved last_changed (the
+    // same fingerprint, counted unchanged), Cy is new; Cy twice in one batch counts once.
+    let second = vec![
+        delivery(HEX, "Anne", 200),
+        delivery("legacy-1", "Bob", 300),
+        delivery("cy", "Cy", 250),
+        delivery("cy", "Cy", 260),
+    ];
+    queue::complete(
+        &pool,
+        job.fence(),
+        Completion {
+            records_imported: 2,
+            records_unchanged: 1,
+            ledger: second.clone(),
+            ..Completion::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stored = rows(&pool, list).await;
+    let want: Vec<(String, i64, Option<DateTime<Utc>>)> = vec![
+        (HEX.into(), second[0].fingerprint, second[0].last_changed),
+        ("cy".into(), second[3].fingerprint, second[3].last_changed),
+        (
+            "legacy-1".into(),
+            second[1].fingerprint,
+            second[1].last_changed,
+        ),
+    ];
+    assert_eq!(stored, want);
+    let unchanged: i64 =
+        sqlx::query_scalar("SELECT records_unchanged FROM importer.runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(unchanged, 1);
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_fenced_checkpoint_writes_nothing_to_the_ledger(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    planned_run(&pool, list, 1).await;
+    let job = claim_one(&pool, "w").await;
+    queue::retry(&pool, &job, "503", Some(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    let outcome = queue::checkpoint(
+        &pool,
+        job.fence(),
+        &Checkpoint {
+            args: job.args.clone(),
+            ledger: vec![delivery(HEX, "Ann", 100)],
+            ..Checkpoint::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, queue::CheckpointOutcome::Fenced);
+    assert!(rows(&pool, list).await.is_empty());
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn only_members_with_the_same_fingerprint_are_unchanged_unless_the_list_posts_always(
+    pool: PgPool,
+) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = planned_run(&pool, list, 1).await;
+    let job = claim_one(&pool, "w").await;
+    queue::complete(
+        &pool,
+        job.fence(),
+        Completion {
+            ledger: vec![delivery(HEX, "Ann", 100), delivery("b", "Bob", 100)],
+            ..Completion::default()
+        },
+    )
+    .await
+    .unwrap();
+    let ledger = ListLedger::of_run(&pool, run).await.unwrap().unwrap();
+    assert_eq!(
+        ledger,
+        ListLedger {
+            list_id: list,
+            always_post: false
+        }
+    );
+    let read = vec![
+        delivery(HEX, "Ann", 500),   // only last_changed moved
+        delivery("b", "Bobby", 500), // a mapped field changed
+        delivery("c", "Cy", 500),    // never delivered
+    ];
+    let same = ledger.unchanged(&pool, &read).await.unwrap();
+    assert_eq!(same.into_iter().collect::<Vec<_>>(), vec![HEX.to_owned()]);
+
+    // Another list's ledger is its own.
+    let (_, other) = account_with_list(&pool, "other", 10).await;
+    let foreign = ListLedger {
+        list_id: other,
+        always_post: false,
+    };
+    assert!(foreign.unchanged(&pool, &read).await.unwrap().is_empty());
+
+    lists::set_always_post(&pool, list, true).await.unwrap();
+    let always = ListLedger::of_run(&pool, run).await.unwrap().unwrap();
+    assert!(always.always_post);
+    assert!(always.unchanged(&pool, &read).await.unwrap().is_empty());
+    assert_eq!(fingerprint(&record(HEX, "Ann")), read[0].fingerprint);
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn the_ledger_goes_with_its_list(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    planned_run(&pool, list, 1).await;
+    let job = claim_one(&pool, "w").await;
+    queue::complete(
+        &pool,
+        job.fence(),
+        Completion {
+            ledger: vec![delivery(HEX, "Ann", 100)],
+            ..Completion::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(lists::remove(&pool, list).await.unwrap());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM importer.ledger")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
