@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::cli::{
-    AccountsCommand, Command, DeadCommand, LagArg, ListsCommand, RunsCommand, SecretsCommand,
-    SettingsCommand, UsageError,
+    AccountsCommand, AuditEvery, Command, DeadCommand, LagArg, ListsCommand, RunsCommand,
+    SecretsCommand, SettingsCommand, UsageError,
 };
 
 /// The action name and objects of a command that changes something; none for a read.
@@ -48,6 +48,10 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
                 "lists.set_sync_lag",
                 json!({ "list": list, "lag_secs": match lag { LagArg::Default => None, LagArg::Lag(d) => Some(d.as_secs_f64()) } }),
             ),
+            ListsCommand::SetAuditEvery { list, every } => (
+                "lists.set_audit_every",
+                json!({ "list": list, "audit_every_secs": match every { AuditEvery::Off => None, AuditEvery::Every(d) => Some(d.as_secs()) } }),
+            ),
             ListsCommand::SetAlwaysPost { list, value } => (
                 "lists.set_always_post",
                 json!({ "list": list, "always_post": value }),
@@ -57,6 +61,8 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
             }
             ListsCommand::List { .. } => return None,
         },
+        Command::Audit(a) if !a.last => ("audit", json!({ "list": a.list })),
+        Command::Audit(_) => return None,
         Command::Runs(c) => match c {
             RunsCommand::Start { list, full, since } => (
                 "runs.start",

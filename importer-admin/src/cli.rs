@@ -49,6 +49,9 @@ pub enum Command {
     Queue,
     /// Run the scheduler once (importer.tick) and print the runs it created.
     Tick,
+    /// Audit a list: compare Mailchimp with what we delivered (the ledger), re-deliver what is
+    /// missing or stale, report members deleted in Mailchimp. Waits for the workers to finish it.
+    Audit(AuditArgs),
     /// Deployment-wide settings: the sync lag.
     #[command(subcommand)]
     Settings(SettingsCommand),
@@ -65,6 +68,42 @@ pub enum Command {
     /// Serve the database's state as Prometheus metrics (lists behind, dead jobs, queue, runs,
     /// workers) for the alerting rules, until SIGTERM or Ctrl-C.
     Exporter(ExporterArgs),
+}
+
+/// A list's audit period, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditEvery {
+    /// Only when an operator asks.
+    Off,
+    /// Every this long.
+    Every(Duration),
+}
+
+fn parse_audit_every(text: &str) -> Result<AuditEvery, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(AuditEvery::Off);
+    }
+    let every = parse_interval(text)?;
+    if every < Duration::from_secs(3600) || every > Duration::from_secs(366 * 86_400) {
+        return Err(format!("{text:?} is not between 1h and 366d"));
+    }
+    Ok(AuditEvery::Every(every))
+}
+
+/// `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// List id or account/mailchimp_list_id.
+    pub list: String,
+    /// Only start it (follow it with `runs watch`).
+    #[arg(long, conflicts_with = "last")]
+    pub no_wait: bool,
+    /// Show the list's newest audit instead of running one.
+    #[arg(long)]
+    pub last: bool,
+    /// How long to wait for the workers to finish it, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout_secs: u64,
 }
 
 /// `exporter`.
@@ -272,6 +311,15 @@ pub enum ListsCommand {
         /// on or off.
         #[arg(value_parser = parse_on_off, action = clap::ArgAction::Set)]
         value: bool,
+    },
+    /// How often the tick audits a list (1h to 366d, default 7d), or `off` for only on request
+    /// (`importer-admin audit`).
+    SetAuditEvery {
+        /// List id or account/mailchimp_list_id.
+        list: String,
+        /// Interval such as 1d, 7d, or `off`.
+        #[arg(value_parser = parse_audit_every)]
+        every: AuditEvery,
     },
     /// Move a list's cursor (without --to: forget it, the next run is full). Refused while the
     /// list has an active run (cancel it first); the list's coverage is forgotten too.

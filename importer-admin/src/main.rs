@@ -21,8 +21,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, UsageError};
 use crate::commands::{
-    accounts, dead, demo, exporter, lists, migrate, queue, runs, secrets, seed, serve, settings,
-    tick,
+    accounts, audit, dead, demo, exporter, lists, migrate, queue, runs, secrets, seed, serve,
+    settings, tick,
 };
 
 /// Connections of the admin pool: commands run one statement at a time.
@@ -128,6 +128,7 @@ async fn run_on<W: Write>(
         Command::Dead(command) => dead::run(pool, command, format, out).await,
         Command::Queue => queue::run(pool, format, out).await,
         Command::Tick => tick::run(pool, format, out).await,
+        Command::Audit(args) => audit::run(pool, args, format, out).await,
         Command::Settings(command) => settings::run(pool, command, format, out).await,
         Command::Secrets(command) => secrets::run(pool, command, format, out).await,
         Command::Seed(args) => seed::run(pool, args, format, out).await,

@@ -35,6 +35,8 @@ pub struct ListView {
     pub sync_lag_secs: Option<f64>,
     /// Posts every member read, even those the ledger shows unchanged.
     pub always_post: bool,
+    /// How often the tick audits it, in seconds; none = only on request.
+    pub audit_every_secs: Option<u64>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -54,6 +56,7 @@ impl ListView {
             synced_until: list.synced_until,
             sync_lag_secs: list.sync_lag.map(|d| d.as_secs_f64()),
             always_post: list.always_post,
+            audit_every_secs: list.audit_every.map(|d| d.as_secs()),
             created_at: list.created_at,
         }
     }

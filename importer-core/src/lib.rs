@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod destination;
 pub mod lanes;
 pub mod ledger;
+pub mod list_audit;
 pub mod lists;
 pub mod mailchimp;
 pub mod mapping;

@@ -66,6 +66,8 @@ pub struct List {
     pub sync_lag: Option<Duration>,
     /// Posts every member read, even those the ledger shows unchanged.
     pub always_post: bool,
+    /// How often the tick audits it (`None`: only when an operator asks).
+    pub audit_every: Option<Duration>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
 }
@@ -81,6 +83,7 @@ struct ListRow {
     synced_until: Option<DateTime<Utc>>,
     sync_lag_us: Option<i64>,
     always_post: bool,
+    audit_every_us: Option<i64>,
     created_at: DateTime<Utc>,
 }
 
@@ -98,6 +101,9 @@ impl From<ListRow> for List {
                 .sync_lag_us
                 .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or_default())),
             always_post: row.always_post,
+            audit_every: row
+                .audit_every_us
+                .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or_default())),
             created_at: row.created_at,
         }
     }
@@ -138,7 +144,8 @@ pub enum ListError {
 
 const LIST_COLUMNS: &str = "id, account_id, mailchimp_list_id, name, \
      (extract(epoch FROM schedule) * 1000000)::bigint AS schedule_us, enabled, synced_until, \
-     (extract(epoch FROM sync_lag) * 1000000)::bigint AS sync_lag_us, always_post, created_at";
+     (extract(epoch FROM sync_lag) * 1000000)::bigint AS sync_lag_us, always_post, \
+     (extract(epoch FROM audit_every) * 1000000)::bigint AS audit_every_us, created_at";
 
 fn classify(error: sqlx::Error, list: Option<&NewList>) -> ListError {
     if let sqlx::Error::Database(db) = &error {
@@ -277,6 +284,22 @@ pub async fn set_always_post(pool: &PgPool, id: i64, always: bool) -> Result<Lis
     change(pool, id, "always_post = $2", always).await
 }
 
+/// Sets how often the tick audits a list (1 hour to 366 days; `None`: only on request).
+/// Errors: [`ListError::NotFound`], [`ListError::Invalid`], database failures.
+pub async fn set_audit_every(
+    pool: &PgPool,
+    id: i64,
+    every: Option<Duration>,
+) -> Result<List, ListError> {
+    change(
+        pool,
+        id,
+        "audit_every = $2 * interval '1 microsecond'",
+        every.map(micros),
+    )
+    .await
+}
+
 /// Deletes a list with its runs, jobs and rejected records; returns whether it existed.
 /// Errors are database failures.
 pub async fn remove(pool: &PgPool, id: i64) -> Result<bool, ListError> {
@@ -334,6 +357,12 @@ pub struct ListSummary {
     pub last_run_status: Option<String>,
     /// When it was created.
     pub last_run_at: Option<DateTime<Utc>>,
+    /// When its newest audit concluded.
+    pub last_audit_at: Option<DateTime<Utc>>,
+    /// The drift that audit could not heal (`importer.list_audits.unhealed`).
+    pub audit_unhealed: Option<i64>,
+    /// Members we delivered that are gone from Mailchimp (`importer.deleted_members`).
+    pub deleted_members: i64,
 }
 
 /// Which lists [`summaries`] returns, by id.
@@ -362,12 +391,20 @@ pub async fn summaries(
                 l.synced_until, importer.is_behind(l.enabled, l.synced_until, l.schedule) AS behind,
                 extract(epoch FROM now() - l.synced_until)::float8 AS lag_secs,
                 last.id AS last_run_id, last.status AS last_run_status,
-                last.created_at AS last_run_at
+                last.created_at AS last_run_at,
+                au.concluded_at AS last_audit_at,
+                au.missing + au.stale - au.healed - au.deferred - au.rejected + au.deleted_new
+                    AS audit_unhealed,
+                (SELECT count(*) FROM importer.deleted_members d WHERE d.list_id = l.id)
+                    AS deleted_members
            FROM importer.lists l
            JOIN importer.accounts a ON a.id = l.account_id
            LEFT JOIN LATERAL (
                 SELECT r.id, r.status, r.created_at FROM importer.runs r
                  WHERE r.list_id = l.id ORDER BY r.created_at DESC LIMIT 1) last ON true
+           LEFT JOIN LATERAL (
+                SELECT * FROM importer.audit_results x
+                 WHERE x.list_id = l.id ORDER BY x.run_id DESC LIMIT 1) au ON true
           WHERE ($1::bigint IS NULL OR l.account_id = $1)
             AND (NOT $2 OR importer.is_behind(l.enabled, l.synced_until, l.schedule))
             AND ($3::bigint IS NULL OR l.id > $3)

@@ -34,6 +34,10 @@ GRANT SELECT ON importer.queue_depth, importer.leases, importer.workers, importe
    TO importer_worker;
 -- The ledger: read and upserted with each delivery (its rows go with their list).
 GRANT SELECT, INSERT, UPDATE ON importer.ledger TO importer_worker;
+-- Audits: the scan's scratch rows, the results, the members found deleted.
+GRANT SELECT, INSERT, DELETE ON importer.audit_seen TO importer_worker;
+GRANT SELECT, INSERT ON importer.audit_results TO importer_worker;
+GRANT SELECT, INSERT, DELETE ON importer.deleted_members TO importer_worker;
 
 -- Operators: every row of every table and view, the audit log append-only.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA importer TO importer_operator;

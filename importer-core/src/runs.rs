@@ -66,6 +66,8 @@ pub enum RunMode {
     Full,
     /// Members changed in `[since, until)`.
     Incremental,
+    /// Mailchimp compared with the ledger (`crate::list_audit`); delivers only what it heals.
+    Audit,
 }
 
 impl RunMode {
@@ -74,6 +76,7 @@ impl RunMode {
         match self {
             RunMode::Full => "full",
             RunMode::Incremental => "incremental",
+            RunMode::Audit => "audit",
         }
     }
 }
@@ -329,6 +332,29 @@ pub async fn active_for_list(pool: &PgPool, list_id: i64) -> Result<Option<Run>,
         .bind(list_id)
         .fetch_optional(pool)
         .await?)
+}
+
+/// Creates an operator's audit of `list_id` with its `audit_list` job through
+/// `importer.create_audits`; its `until` is frozen like a sync's. Errors:
+/// [`RunError::ListNotFound`], [`RunError::AlreadyActive`] naming the list's active run (an
+/// audit never runs beside a sync of its list), database failures.
+pub async fn create_audit(pool: &PgPool, list_id: i64) -> Result<Run, RunError> {
+    let sql =
+        format!("SELECT {RUN_COLUMNS} FROM importer.create_audits(ARRAY[$1::bigint], 'admin')");
+    let created: Option<Run> = sqlx::query_as(&sql)
+        .bind(list_id)
+        .fetch_optional(pool)
+        .await?;
+    if let Some(run) = created {
+        return Ok(run);
+    }
+    match active_for_list(pool, list_id).await? {
+        Some(active) => Err(RunError::AlreadyActive {
+            run_id: active.id,
+            list_id,
+        }),
+        None => Err(RunError::ListNotFound(list_id)),
+    }
 }
 
 /// Runs matching `filter`, newest first. Errors are database failures.

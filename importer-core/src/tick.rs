@@ -19,7 +19,7 @@ pub struct TickedRun {
     pub list_id: i64,
     /// The list's account.
     pub account_id: i64,
-    /// Full (the list was never synced) or incremental (since its cursor).
+    /// Full (the list was never synced), incremental (since its cursor) or audit.
     pub mode: RunMode,
 }
 

@@ -160,6 +160,7 @@ async fn every_table_view_and_function_of_the_schema_is_commented(pool: PgPool) 
             "dead_jobs_by_error",
             "leases",
             "ledger_members",
+            "list_audits",
             "lists_behind_schedule",
             "queue_depth",
             "run_progress",

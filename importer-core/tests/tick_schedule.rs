@@ -257,3 +257,81 @@ async fn one_absurd_schedule_cannot_break_the_tick(pool: PgPool) {
     .unwrap();
     assert_eq!(clamped, vec![60, 31 * 86_400, 3600]);
 }
+
+/// Audits are scheduled like syncs, at the list's phase of its audit period, once per slot:
+/// for lists with a sync completed before the slot began, never beside an active run (the
+/// sync comes first), and never in place of a sync that falls on the same instant.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn the_tick_audits_a_synced_list_once_per_period_after_its_sync(pool: PgPool) {
+    let (_, synced) = account_with_list(&pool, "acme", 10).await;
+    let (_, never) = account_with_list(&pool, "globex", 10).await;
+    let audits = |runs: &[tick::TickedRun]| -> Vec<i64> {
+        runs.iter()
+            .filter(|r| r.mode == RunMode::Audit)
+            .map(|r| r.list_id)
+            .collect()
+    };
+    // Both lists get their first sync; one completes, the other is cancelled.
+    let first = tick::tick(&pool, None).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(audits(&first).is_empty());
+    let plan = queue::claim(&pool, "w", 1, LEASE).await.unwrap().remove(0);
+    let (done, other) = match plan.run_id {
+        Some(id) if id == first[0].run_id => (first[0], first[1]),
+        _ => (first[1], first[0]),
+    };
+    queue::complete(
+        &pool,
+        plan.fence(),
+        Completion {
+            members_total: Some(0),
+            ..Completion::default()
+        },
+    )
+    .await
+    .unwrap();
+    runs::cancel(&pool, other.run_id).await.unwrap();
+    let synced_list = done.list_id;
+    assert!([synced, never].contains(&synced_list));
+
+    // This week's audit slot began before that sync finished: no audit yet.
+    assert!(audits(&tick::tick(&pool, None).await.unwrap()).is_empty());
+
+    // Next week: the syncs come first, then, once they are done, the audit of the synced list.
+    let later = Utc::now() + chrono::Duration::days(8);
+    let syncs = tick::tick(&pool, Some(later)).await.unwrap();
+    assert!(audits(&syncs).is_empty(), "{syncs:?}");
+    for r in &syncs {
+        runs::cancel(&pool, r.run_id).await.unwrap();
+    }
+    let due = tick::tick(&pool, Some(later)).await.unwrap();
+    assert_eq!(audits(&due), vec![synced_list], "{due:?}");
+    let audit = runs::get(&pool, due[0].run_id).await.unwrap().unwrap();
+    assert_eq!(audit.mode, RunMode::Audit);
+    assert_eq!(audit.trigger, Trigger::Schedule);
+    assert_eq!(
+        audit.scheduled_for,
+        Some(slot_of(synced_list, 7 * 86_400, later))
+    );
+    assert_eq!(audit.since, None);
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM importer.jobs WHERE run_id = $1")
+        .bind(audit.id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kinds, vec!["audit_list".to_owned()]);
+
+    // Once per slot.
+    runs::cancel(&pool, audit.id).await.unwrap();
+    assert!(audits(&tick::tick(&pool, Some(later)).await.unwrap()).is_empty());
+
+    // A list audited only on request gets none.
+    lists::set_audit_every(&pool, synced_list, None)
+        .await
+        .unwrap();
+    let week_after = later + chrono::Duration::days(7);
+    for r in tick::tick(&pool, Some(week_after)).await.unwrap() {
+        runs::cancel(&pool, r.run_id).await.unwrap();
+    }
+    assert!(audits(&tick::tick(&pool, Some(week_after)).await.unwrap()).is_empty());
+}

@@ -39,6 +39,12 @@ fn register_counters() {
     metrics::counter!("importer_records_imported_total").absolute(0);
     metrics::counter!("importer_records_rejected_total").absolute(0);
     metrics::counter!("importer_records_unchanged_total").absolute(0);
+    for result in [
+        "missing", "stale", "healed", "deferred", "rejected", "deleted",
+    ] {
+        metrics::counter!("importer_audit_members_total", "result" => result).absolute(0);
+    }
+    metrics::counter!("importer_audit_unhealed_total").absolute(0);
 }
 
 /// The process's Prometheus recorder, installed on first use (several in-process workers share it).

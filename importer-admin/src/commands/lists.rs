@@ -8,7 +8,7 @@ use importer_core::accounts;
 use importer_core::lists::{self, List, ListError, NewList};
 use sqlx::PgPool;
 
-use crate::cli::{LagArg, ListAddArgs, ListsCommand};
+use crate::cli::{AuditEvery, LagArg, ListAddArgs, ListsCommand};
 use crate::lookup;
 use crate::output::{self, Format};
 use crate::views::{self, ListView};
@@ -73,6 +73,18 @@ pub async fn run<W: Write>(
                 Some(d) => format!("now uses a sync lag of {}", output::interval(d)),
                 None => "now uses the deployment's sync lag (settings show)".to_owned(),
             };
+            changed(out, format, &ListView::new(&l, &a.name), &what)
+        }
+        ListsCommand::SetAuditEvery { list, every } => {
+            let (l, a) = lookup::list(pool, &list).await?;
+            let (every, what) = match every {
+                AuditEvery::Off => (None, "now audited only on request".to_owned()),
+                AuditEvery::Every(d) => (
+                    Some(d),
+                    format!("now audited every {}", output::interval(d)),
+                ),
+            };
+            let l = lists::set_audit_every(pool, l.id, every).await?;
             changed(out, format, &ListView::new(&l, &a.name), &what)
         }
         ListsCommand::SetAlwaysPost { list, value } => {

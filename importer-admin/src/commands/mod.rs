@@ -1,6 +1,7 @@
 //! One module per command group; each writes to any `impl Write` so tests can read its output.
 
 pub mod accounts;
+pub mod audit;
 pub mod dead;
 pub mod demo;
 pub mod exporter;

@@ -35,6 +35,10 @@ members.merge_fields.FNAME,members.merge_fields.LNAME,members.last_changed,total
 /// The `fields` of a boundary probe: one member's `last_changed` and the size of the set.
 const PROBE_FIELDS: &str = "members.last_changed,total_items";
 
+/// The `fields` of an audit's scan: each member's id and `last_changed`, the set's size (about
+/// 80 bytes per member).
+const STAMP_FIELDS: &str = "members.id,members.last_changed,total_items";
+
 /// Basic auth takes any user name; Mailchimp only reads the password (the key).
 const BASIC_USER: &str = "mailchimp-importer";
 
@@ -155,6 +159,43 @@ struct ProbeMember {
     last_changed: String,
 }
 
+#[derive(Deserialize)]
+struct StampsBody {
+    #[serde(default)]
+    members: Vec<StampBody>,
+    total_items: u64,
+}
+
+/// Lenient on purpose: one odd member must not fail an audit's page.
+#[derive(Deserialize)]
+struct StampBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    last_changed: Option<String>,
+}
+
+/// A member as an audit sees it: its id and when it last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Mailchimp's member id.
+    pub id: String,
+    /// Its `last_changed` (`None` when absent or not a timestamp).
+    pub last_changed: Option<DateTime<Utc>>,
+}
+
+/// One page of [`MailchimpAccount::member_stamps`].
+#[derive(Debug, Clone)]
+pub struct StampsPage {
+    /// The members at the requested positions, in order; `None` for one without an id (it
+    /// cannot be compared, but keeps its place).
+    pub stamps: Vec<Option<Stamp>>,
+    /// Size of the whole filtered set.
+    pub total_items: u64,
+    /// Size of the response body.
+    pub body_bytes: usize,
+}
+
 /// What a boundary probe saw ([`MailchimpAccount::probe`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
@@ -218,6 +259,40 @@ impl MailchimpAccount {
         }
         let body = self.get(&members_path(&q.list_id)?, &params).await?;
         decode_members_page(&body)
+    }
+
+    /// One page of member ids and `last_changed` (an audit's scan: the tightest projection),
+    /// at the query's positions. Errors: see [`MailchimpError`].
+    pub async fn member_stamps(&self, q: &MembersQuery) -> Result<StampsPage, MailchimpError> {
+        if q.count == 0 || q.count > MAX_PAGE_SIZE {
+            return Err(MailchimpError::InvalidQuery(format!(
+                "count must be 1..={MAX_PAGE_SIZE}, not {}",
+                q.count
+            )));
+        }
+        let mut params: Vec<(&str, Cow<'_, str>)> = vec![
+            ("fields", STAMP_FIELDS.into()),
+            ("count", q.count.to_string().into()),
+            ("offset", q.offset.to_string().into()),
+        ];
+        push_window(&mut params, q.since_last_changed, q.before_last_changed);
+        let body = self.get(&members_path(&q.list_id)?, &params).await?;
+        let page: StampsBody = decode(&body)?;
+        let stamps = page
+            .members
+            .into_iter()
+            .map(|m| {
+                m.id.filter(|id| !id.is_empty()).map(|id| Stamp {
+                    id,
+                    last_changed: m.last_changed.as_deref().and_then(parse_timestamp),
+                })
+            })
+            .collect();
+        Ok(StampsPage {
+            stamps,
+            total_items: page.total_items,
+            body_bytes: body.len(),
+        })
     }
 
     /// The `last_changed` of the member at `offset` of the set changed in `[since, before)`, in

@@ -77,17 +77,20 @@ pub enum JobKind {
     PlanRun,
     /// Fetch one page of members, map them and post them to the destination.
     ImportWindow,
+    /// Compare a list's members in Mailchimp with its ledger and heal the drift.
+    AuditList,
     /// Does nothing: benchmarks push it through the real worker to measure the queue alone.
     /// Always compiled in: a row of a kind a worker does not know would fail its claims.
     Noop,
 }
 
 impl JobKind {
-    /// The name stored in the database (`plan_run`, `import_window`, `noop`).
+    /// The name stored in the database (`plan_run`, `import_window`, `audit_list`, `noop`).
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::PlanRun => "plan_run",
             JobKind::ImportWindow => "import_window",
+            JobKind::AuditList => "audit_list",
             JobKind::Noop => "noop",
         }
     }
@@ -101,7 +104,7 @@ impl fmt::Display for JobKind {
 
 /// A job kind name that is not one of [`JobKind`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job kind {0:?} (expected plan_run, import_window or noop)")]
+#[error("unknown job kind {0:?} (expected plan_run, import_window, audit_list or noop)")]
 pub struct UnknownJobKind(pub String);
 
 impl FromStr for JobKind {
@@ -111,6 +114,7 @@ impl FromStr for JobKind {
         match s {
             "plan_run" => Ok(JobKind::PlanRun),
             "import_window" => Ok(JobKind::ImportWindow),
+            "audit_list" => Ok(JobKind::AuditList),
             "noop" => Ok(JobKind::Noop),
             other => Err(UnknownJobKind(other.to_owned())),
         }

@@ -69,7 +69,11 @@ pub async fn checkpoint(
                     members_read = r.members_read + $6,
                     mailchimp_requests = r.mailchimp_requests + $7,
                     window_events = r.window_events + $8,
-                    records_unchanged = r.records_unchanged + $10
+                    records_unchanged = r.records_unchanged + $10,
+                    -- a run whose first job reports progress before any plan completes (an
+                    -- audit) is running from then on
+                    status = CASE WHEN r.status = 'planning' THEN 'running' ELSE r.status END,
+                    started_at = coalesce(r.started_at, now())
               WHERE r.id = (SELECT id FROM run_lock)
          )
          -- Progress gives the attempts back: attempts counts the claims since the job last

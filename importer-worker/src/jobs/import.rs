@@ -27,8 +27,8 @@ use super::credentials::{self, Credentials};
 use super::{read, status_label, JobContext, JobError};
 
 /// One position of a range read: what Mailchimp sent there and the key the reader anchors on.
-struct RangeMember {
-    entry: PageMember,
+pub(super) struct RangeMember {
+    pub(super) entry: PageMember,
     key: u64,
 }
 
@@ -52,11 +52,11 @@ impl RangeMember {
 }
 
 /// Reads pages of one range in insertion order, with the `since` form fixed for the job.
-struct MailchimpRange<'a> {
-    account: &'a MailchimpAccount,
-    list_id: &'a str,
-    range: Range,
-    rule: SinceRule,
+pub(super) struct MailchimpRange<'a> {
+    pub(super) account: &'a MailchimpAccount,
+    pub(super) list_id: &'a str,
+    pub(super) range: Range,
+    pub(super) rule: SinceRule,
 }
 
 impl RangeSource for MailchimpRange<'_> {
@@ -86,19 +86,19 @@ impl RangeSource for MailchimpRange<'_> {
 
 /// One read page, mapped, waiting to be posted and checkpointed.
 #[derive(Default)]
-struct Batch {
-    records: Vec<Record>,
-    rejected: Vec<RejectedRecord>,
-    cost: Cost,
+pub(super) struct Batch {
+    pub(super) records: Vec<Record>,
+    pub(super) rejected: Vec<RejectedRecord>,
+    pub(super) cost: Cost,
     /// The job's arguments with the reader's position after this page.
-    args: serde_json::Value,
+    pub(super) args: serde_json::Value,
     /// A lane split off since the last checkpoint: enqueued in the transaction that records
     /// `args` naming it as this job's stop, so no retry can read the lane's share again.
     children: Vec<NewJob>,
     /// One per mapped member (posted or not), for the ledger.
-    deliveries: Vec<Delivery>,
+    pub(super) deliveries: Vec<Delivery>,
     /// Mapped members not posted: the destination already holds their record.
-    unchanged: i64,
+    pub(super) unchanged: i64,
 }
 
 /// Members a reader must have left before it hands half of them to a lane: the lane then starts
@@ -445,7 +445,11 @@ fn db(error: lanes::LaneError) -> JobError {
 /// Maps the members read for the first time: a member of the second before the range (what an
 /// inclusive `since` adds) is skipped and teaches the rule; a member stamped at or after the
 /// range's end is a window event (delivered all the same: it is current data).
-fn classify(account: &MailchimpAccount, range: &Range, fresh: Vec<RangeMember>) -> Batch {
+pub(super) fn classify(
+    account: &MailchimpAccount,
+    range: &Range,
+    fresh: Vec<RangeMember>,
+) -> Batch {
     let mut batch = Batch::default();
     let mut outside = 0u32;
     for item in fresh {
@@ -497,19 +501,19 @@ fn rejected(r: Rejection) -> RejectedRecord {
 }
 
 /// What a checkpoint saw and did.
-struct Delivered {
+pub(super) struct Delivered {
     capacity: Capacity,
     /// Ids of the jobs it enqueued (a lane split off).
     children: Vec<i64>,
 }
 
 /// Where a range job's batches go: the destination, then a checkpoint with the ledger.
-struct Outlet<'a> {
-    ctx: &'a JobContext,
-    job: &'a ClaimedJob,
-    creds: &'a Credentials,
+pub(super) struct Outlet<'a> {
+    pub(super) ctx: &'a JobContext,
+    pub(super) job: &'a ClaimedJob,
+    pub(super) creds: &'a Credentials,
     /// The ledger of the run's list (`None`: a job without a run posts everything).
-    ledger: Option<ListLedger>,
+    pub(super) ledger: Option<ListLedger>,
 }
 
 impl Outlet<'_> {
@@ -534,7 +538,10 @@ impl Outlet<'_> {
 
     /// Posts a batch and checkpoints it (nothing to do for `None`); returns the account's idle
     /// slots as the checkpoint saw them, and the jobs it enqueued.
-    async fn deliver(&self, batch: Option<Batch>) -> Result<Option<Delivered>, JobError> {
+    pub(super) async fn deliver(
+        &self,
+        batch: Option<Batch>,
+    ) -> Result<Option<Delivered>, JobError> {
         let Some(mut batch) = batch else {
             return Ok(None);
         };

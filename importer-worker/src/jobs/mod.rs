@@ -1,6 +1,7 @@
 //! Running one claimed job: dispatch by kind, then settle its outcome on the queue
 //! (complete, retry, snooze or dead-letter), with one log line and metrics per outcome.
 
+mod audit;
 mod credentials;
 mod import;
 mod plan;
@@ -210,6 +211,7 @@ async fn execute(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobEr
     match job.kind {
         JobKind::PlanRun => plan::run(ctx, job).await,
         JobKind::ImportWindow => import::run(ctx, job).await,
+        JobKind::AuditList => audit::run(ctx, job).await,
         JobKind::Noop => Ok(Completion::default()),
     }
 }
