@@ -60,6 +60,7 @@ CREATE TABLE importer.audit_results (
     deleted_new        bigint      NOT NULL,
     mailchimp_requests bigint      NOT NULL,
     mailchimp_bytes    bigint      NOT NULL,
+    redeliver          boolean     NOT NULL DEFAULT false,
     concluded_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX audit_results_by_list ON importer.audit_results (list_id, run_id DESC);
@@ -73,6 +74,8 @@ COMMENT ON COLUMN importer.audit_results.rejected IS 'Missing or stale members t
 COMMENT ON COLUMN importer.audit_results.deleted IS 'In the ledger, gone from Mailchimp (importer.deleted_members)';
 COMMENT ON COLUMN importer.audit_results.deleted_new IS 'Of deleted, those no earlier audit had noticed: the drift an audit cannot heal (the records API has no delete)';
 COMMENT ON COLUMN importer.audit_results.mailchimp_bytes IS 'Response bytes of the audit''s Mailchimp reads';
+COMMENT ON COLUMN importer.audit_results.redeliver IS
+    'The ledger was not trusted (the destination lost or altered records): every member changed before the cursor counted as missing or stale and was posted again';
 
 CREATE TABLE importer.deleted_members (
     list_id      bigint      NOT NULL REFERENCES importer.lists (id) ON DELETE CASCADE,
@@ -136,9 +139,10 @@ COMMENT ON FUNCTION importer.settle_run() IS
 -- The one way an audit is created: until frozen like a sync's (database clock - lag), one
 -- audit_list job; lists with an active run or a filled slot are skipped.
 CREATE FUNCTION importer.create_audits(
-    p_lists   bigint[],
-    p_trigger text,
-    p_slots   timestamptz[] DEFAULT NULL)
+    p_lists     bigint[],
+    p_trigger   text,
+    p_slots     timestamptz[] DEFAULT NULL,
+    p_redeliver boolean DEFAULT false)
 RETURNS SETOF importer.runs
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -163,7 +167,9 @@ BEGIN
     ),
     queued AS (
         INSERT INTO importer.jobs (kind, args, account_id, run_id)
-        SELECT 'audit_list', jsonb_build_object('run_id', c.id), c.account_id, c.id FROM created c
+        SELECT 'audit_list', jsonb_build_object('run_id', c.id, 'redeliver', p_redeliver),
+               c.account_id, c.id
+          FROM created c
     )
     SELECT * FROM created;
     IF FOUND THEN
@@ -171,8 +177,8 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION importer.create_audits(bigint[], text, timestamptz[]) IS
-    'Creates audit runs (with their audit_list jobs) for lists: until = database clock - sync lag; skips lists with an active run or a filled slot. The only way audits are created';
+COMMENT ON FUNCTION importer.create_audits(bigint[], text, timestamptz[], boolean) IS
+    'Creates audit runs (with their audit_list jobs) for lists: until = database clock - sync lag; skips lists with an active run or a filled slot; p_redeliver posts every member before the cursor again (the destination lost records). The only way audits are created';
 
 -- The tick creates due syncs first, then due audits of lists left without an active run: a
 -- list due for both syncs now and is audited by a later tick, once that sync has finished.

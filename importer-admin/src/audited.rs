@@ -61,7 +61,9 @@ pub fn action(command: &Command) -> Option<(&'static str, Value)> {
             }
             ListsCommand::List { .. } => return None,
         },
-        Command::Audit(a) if !a.last => ("audit", json!({ "list": a.list })),
+        Command::Audit(a) if !a.last => {
+            ("audit", json!({ "list": a.list, "redeliver": a.redeliver }))
+        }
         Command::Audit(_) => return None,
         Command::Runs(c) => match c {
             RunsCommand::Start { list, full, since } => (

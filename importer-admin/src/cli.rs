@@ -101,6 +101,10 @@ pub struct AuditArgs {
     /// Show the list's newest audit instead of running one.
     #[arg(long)]
     pub last: bool,
+    /// Do not trust the ledger: post every member changed before the cursor again (when the
+    /// destination lost or altered records, which no audit can see: it has no read API).
+    #[arg(long, conflicts_with = "last")]
+    pub redeliver: bool,
     /// How long to wait for the workers to finish it, in seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout_secs: u64,

@@ -79,9 +79,14 @@ pub struct Needed {
 }
 
 /// The missing and stale members of the audit `run_id` (see the module docs), by
-/// `last_changed`. None when the list was never synced (no cursor). Errors are database
+/// `last_changed`; with `redeliver`, every member changed before the cursor (stale when the
+/// ledger knows it). None when the list was never synced (no cursor). Errors are database
 /// failures.
-pub async fn needed(pool: &PgPool, run_id: i64) -> Result<Vec<Needed>, AuditError> {
+pub async fn needed(
+    pool: &PgPool,
+    run_id: i64,
+    redeliver: bool,
+) -> Result<Vec<Needed>, AuditError> {
     let rows: Vec<(String, DateTime<Utc>, i64, bool)> = sqlx::query_as(
         "WITH list AS (
              SELECT r.list_id, l.synced_until FROM importer.runs r
@@ -100,10 +105,12 @@ pub async fn needed(pool: &PgPool, run_id: i64) -> Result<Vec<Needed>, AuditErro
            LEFT JOIN importer.ledger g
                   ON g.list_id = list.list_id AND g.member_key = k.member_key
           WHERE k.last_changed < list.synced_until
-            AND (g.member_key IS NULL OR g.last_changed IS NULL OR g.last_changed < k.last_changed)
+            AND ($2 OR g.member_key IS NULL OR g.last_changed IS NULL
+                 OR g.last_changed < k.last_changed)
           ORDER BY k.position",
     )
     .bind(run_id)
+    .bind(redeliver)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -164,6 +171,8 @@ pub struct AuditResult {
     pub mailchimp_requests: i64,
     /// Response bytes.
     pub mailchimp_bytes: i64,
+    /// The ledger was not trusted: everything before the cursor was posted again.
+    pub redeliver: bool,
     /// When it concluded.
     pub concluded_at: DateTime<Utc>,
 }
@@ -182,7 +191,7 @@ impl AuditResult {
 }
 
 const RESULT_COLUMNS: &str = "run_id, list_id, members_seen, missing, stale, healed, deferred, \
-     rejected, deleted, deleted_new, mailchimp_requests, mailchimp_bytes, concluded_at";
+     rejected, deleted, deleted_new, mailchimp_requests, mailchimp_bytes, redeliver, concluded_at";
 
 /// What [`conclude`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +211,7 @@ pub async fn conclude(
     fence: Fence,
     run_id: i64,
     healing: &Healing,
+    redeliver: bool,
 ) -> Result<Concluded, AuditError> {
     let mut tx = pool.begin().await?;
     let held: Option<i64> = sqlx::query_scalar(
@@ -241,11 +251,11 @@ pub async fn conclude(
          )
          INSERT INTO importer.audit_results
                 (run_id, list_id, members_seen, missing, stale, healed, deferred, rejected,
-                 deleted, deleted_new, mailchimp_requests, mailchimp_bytes)
+                 deleted, deleted_new, mailchimp_requests, mailchimp_bytes, redeliver)
          SELECT $1, run.list_id,
                 (SELECT count(*) FROM importer.audit_seen WHERE run_id = $1),
                 $2, $3, $4, $5, $6,
-                (SELECT count(*) FROM gone), (SELECT count(*) FROM noticed), $7, $8
+                (SELECT count(*) FROM gone), (SELECT count(*) FROM noticed), $7, $8, $9
            FROM run",
     )
     .bind(run_id)
@@ -256,6 +266,7 @@ pub async fn conclude(
     .bind(healing.rejected)
     .bind(healing.requests)
     .bind(healing.bytes)
+    .bind(redeliver)
     .execute(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM importer.audit_seen WHERE run_id = $1")

@@ -335,14 +335,18 @@ pub async fn active_for_list(pool: &PgPool, list_id: i64) -> Result<Option<Run>,
 }
 
 /// Creates an operator's audit of `list_id` with its `audit_list` job through
-/// `importer.create_audits`; its `until` is frozen like a sync's. Errors:
+/// `importer.create_audits`; its `until` is frozen like a sync's. With `redeliver`, the ledger
+/// is not trusted: every member changed before the cursor is posted again (the destination
+/// lost or altered records, which no audit can see). Errors:
 /// [`RunError::ListNotFound`], [`RunError::AlreadyActive`] naming the list's active run (an
 /// audit never runs beside a sync of its list), database failures.
-pub async fn create_audit(pool: &PgPool, list_id: i64) -> Result<Run, RunError> {
-    let sql =
-        format!("SELECT {RUN_COLUMNS} FROM importer.create_audits(ARRAY[$1::bigint], 'admin')");
+pub async fn create_audit(pool: &PgPool, list_id: i64, redeliver: bool) -> Result<Run, RunError> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM importer.create_audits(ARRAY[$1::bigint], 'admin', NULL, $2)"
+    );
     let created: Option<Run> = sqlx::query_as(&sql)
         .bind(list_id)
+        .bind(redeliver)
         .fetch_optional(pool)
         .await?;
     if let Some(run) = created {

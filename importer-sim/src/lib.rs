@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 pub use config::{
     ChurnStep, DestinationSimConfig, MailchimpSimConfig, SeedAccount, SeedList, SimConfig,
 };
-pub use destination::{DestinationFaults, DestinationSim, DestinationStats, Verification};
+pub use destination::{Damage, DestinationFaults, DestinationSim, DestinationStats, Verification};
 pub use mailchimp::{KeyStats, MailchimpFaults, MailchimpSim, MemberDefect};
 pub use record::{ExpectedRecord, Record, StoredRecord};
 pub use server::{start, start_on, Sim};

@@ -37,7 +37,7 @@ async fn sync(h: &Harness, list: i64) -> runs::Run {
 }
 
 async fn audit(h: &Harness, list: i64) -> AuditResult {
-    let run = runs::create_audit(&h.pool, list).await.unwrap();
+    let run = runs::create_audit(&h.pool, list, false).await.unwrap();
     assert_eq!(run.mode, RunMode::Audit);
     let run = h
         .wait_finished(&[run.id], Duration::from_secs(60))
@@ -198,7 +198,7 @@ async fn an_audit_and_a_sync_of_one_list_never_run_at_once(pool: PgPool) {
     )
     .await
     .unwrap();
-    match runs::create_audit(&h.pool, list.id).await {
+    match runs::create_audit(&h.pool, list.id, false).await {
         Err(RunError::AlreadyActive { run_id, .. }) => assert_eq!(run_id, running.id),
         other => panic!("an audit beside a sync: {other:?}"),
     }
@@ -206,7 +206,7 @@ async fn an_audit_and_a_sync_of_one_list_never_run_at_once(pool: PgPool) {
         .await;
 
     // An audit in flight refuses a sync, and the tick creates none for the list.
-    let auditing = runs::create_audit(&h.pool, list.id).await.unwrap();
+    let auditing = runs::create_audit(&h.pool, list.id, false).await.unwrap();
     match runs::create(
         &h.pool,
         list.id,
@@ -237,5 +237,45 @@ async fn an_audit_and_a_sync_of_one_list_never_run_at_once(pool: PgPool) {
         "the sync before it delivered everything: {found:?}"
     );
     assert_eq!(ledger_rows(&h, list.id).await, N as i64);
+    h.assert_destination_current();
+}
+
+/// Drift inside the destination (records it lost or altered, with our ledger intact) is
+/// invisible to an audit: the records API has no read. A redelivering audit heals it by posting
+/// every member before the cursor again.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn records_the_destination_lost_are_healed_by_a_redelivering_audit(pool: PgPool) {
+    let mut h = Harness::start(pool, SimConfig::default()).await;
+    let a = h.add_account("restore", &[N], 4).await;
+    let list = h.accounts[a].lists[0].clone();
+    let dest_key = h.accounts[a].destination_key.clone();
+    let worker = h.spawn_worker(h.worker_config(8)).await;
+    sync(&h, list.id).await;
+    let damage = h.sim.destination().damage(&dest_key, 25, 25);
+    assert_eq!((damage.dropped.len(), damage.altered.len()), (25, 25));
+    let not_current = h.not_current(a);
+    assert_eq!(not_current.len(), 50);
+
+    // An audit trusts the ledger: it cannot see this, and says so by finding nothing.
+    let blind = audit(&h, list.id).await;
+    assert_eq!((blind.missing, blind.stale, blind.healed), (0, 0, 0));
+    assert_eq!(h.not_current(a), not_current);
+
+    let posted_before = h.sim.destination().stats(&dest_key).records_received;
+    let run = runs::create_audit(&h.pool, list.id, true).await.unwrap();
+    let run = h
+        .wait_finished(&[run.id], Duration::from_secs(60))
+        .await
+        .remove(0);
+    worker.stop().await;
+    assert_completed(&run);
+    let found = list_audit::result(&h.pool, run.id).await.unwrap().unwrap();
+    assert!(found.redeliver);
+    assert_eq!(found.healed, N as i64, "{found:?}");
+    assert_eq!(found.unhealed(), 0);
+    assert_eq!(
+        h.sim.destination().stats(&dest_key).records_received - posted_before,
+        N as u64
+    );
     h.assert_destination_current();
 }

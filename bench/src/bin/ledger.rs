@@ -309,7 +309,7 @@ async fn posts_saved(members: usize) -> anyhow::Result<()> {
 }
 
 async fn audit_once(pool: &PgPool, list_id: i64) -> anyhow::Result<(list_audit::AuditResult, i64)> {
-    let run = runs::create_audit(pool, list_id).await?;
+    let run = runs::create_audit(pool, list_id, false).await?;
     let started = Instant::now();
     loop {
         let r = runs::get(pool, run.id).await?.context("audit vanished")?;

@@ -43,7 +43,7 @@ pub async fn run<W: Write>(
             .with_context(|| format!("list {label} has not been audited yet"))?;
         return print(pool, result, &label, format, out).await;
     }
-    let run = runs::create_audit(pool, list.id).await?;
+    let run = runs::create_audit(pool, list.id, args.redeliver).await?;
     if args.no_wait {
         let text = format!(
             "started audit run {} of {label} (until {}); follow it with: importer-admin runs watch {}",
@@ -129,6 +129,12 @@ async fn print<W: Write>(
         ),
     ]);
     output::write_table(out, &table)?;
+    if r.redeliver {
+        writeln!(
+            out,
+            "the ledger was not trusted (--redeliver): every member changed before the cursor was posted again"
+        )?;
+    }
     if view.deleted_members_total > 0 {
         writeln!(
             out,

@@ -8,6 +8,7 @@
 //! | `GET /_sim/stats?key=…` | `DestinationStats` |
 //! | `GET /_sim/records?key=…` | stored records, sorted by id |
 //! | `DELETE /_sim/records?key=…` | 204, records and counters forgotten |
+//! | `POST /_sim/damage?key=…` `{"drop": 5, "alter": 5}` | `{"dropped": […], "altered": […]}`: drift injected at the destination |
 //! | `POST /_sim/verify?key=…` with `[expected records]` | `Verification` |
 //! | `GET /_sim/verify?key=…&mailchimp_list=…` | `Verification` against the in-process Mailchimp simulator |
 
@@ -32,6 +33,7 @@ pub(super) fn routes() -> Router<DestinationSim> {
         .route("/_sim/faults", get(get_faults).put(set_faults))
         .route("/_sim/stats", get(stats))
         .route("/_sim/records", get(records).delete(clear))
+        .route("/_sim/damage", post(damage))
         .route("/_sim/verify", get(verify_list).post(verify))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         // Batches are limited by count (413), not by axum's 2 MB default.
@@ -144,6 +146,22 @@ async fn stats(State(sim): State<DestinationSim>, Query(q): Query<KeyParam>) -> 
 
 async fn records(State(sim): State<DestinationSim>, Query(q): Query<KeyParam>) -> Response {
     Json(sim.records(&q.key)).into_response()
+}
+
+#[derive(Deserialize)]
+struct DamageBody {
+    #[serde(default)]
+    drop: usize,
+    #[serde(default)]
+    alter: usize,
+}
+
+async fn damage(
+    State(sim): State<DestinationSim>,
+    Query(q): Query<KeyParam>,
+    Json(body): Json<DamageBody>,
+) -> Response {
+    Json(sim.damage(&q.key, body.drop, body.alter)).into_response()
 }
 
 async fn clear(State(sim): State<DestinationSim>, Query(q): Query<KeyParam>) -> StatusCode {

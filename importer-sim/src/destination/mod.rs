@@ -35,6 +35,15 @@ pub struct DestinationFaults {
     pub hang: Duration,
 }
 
+/// What [`DestinationSim::damage`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Damage {
+    /// Records removed.
+    pub dropped: Vec<String>,
+    /// Records whose first name was changed.
+    pub altered: Vec<String>,
+}
+
 /// Counters of one destination key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationStats {
@@ -202,6 +211,34 @@ impl DestinationSim {
                 ..s.stats.clone()
             })
             .unwrap_or_default()
+    }
+
+    /// Injects drift the importer did not cause (a restored backup, a bug at the destination):
+    /// drops `drop` stored records of `key` and alters the first name of `alter` others, spread
+    /// evenly over the records by id. Counters are untouched. Returns the ids, sorted.
+    pub fn damage(&self, key: &str, drop: usize, alter: usize) -> Damage {
+        let mut keys = lock(&self.inner.keys);
+        let Some(store) = keys.get_mut(key) else {
+            return Damage::default();
+        };
+        let mut ids: Vec<String> = store.records.keys().cloned().collect();
+        ids.sort_unstable();
+        let want = (drop + alter).min(ids.len());
+        let step = ids.len().checked_div(want).unwrap_or(1);
+        let picked: Vec<String> = ids.into_iter().step_by(step.max(1)).take(want).collect();
+        let mut damage = Damage::default();
+        for (i, id) in picked.into_iter().enumerate() {
+            if i < drop {
+                store.records.remove(&id);
+                damage.dropped.push(id);
+            } else if let Some(record) = store.records.get_mut(&id) {
+                record.firstname = format!("{} (altered)", record.firstname);
+                damage.altered.push(id);
+            }
+        }
+        damage.dropped.sort_unstable();
+        damage.altered.sort_unstable();
+        damage
     }
 
     /// Forgets the records and counters of `key` (the key stays registered).

@@ -42,6 +42,9 @@ struct AuditArgs {
     healed_through: i64,
     #[serde(default)]
     healing: Healing,
+    /// Post every member before the cursor again, whatever the ledger says.
+    #[serde(default)]
+    redeliver: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +166,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
             };
             if args.phase == Phase::Heal {
                 // What drift there is, counted once before healing begins.
-                let needed = list_audit::needed(&ctx.pool, run.id)
+                let needed = list_audit::needed(&ctx.pool, run.id, args.redeliver)
                     .await
                     .map_err(audit_error)?;
                 args.healing.stale = needed.iter().filter(|n| n.stale).count() as i64;
@@ -173,16 +176,20 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         }
     }
 
-    let ledger = ListLedger::of_run(&ctx.pool, run.id)
-        .await
-        .map_err(|e| retryable(e.to_string()))?;
+    // Redelivering distrusts the ledger: nothing is skipped as unchanged.
+    let ledger = match args.redeliver {
+        true => None,
+        false => ListLedger::of_run(&ctx.pool, run.id)
+            .await
+            .map_err(|e| retryable(e.to_string()))?,
+    };
     let out = Outlet {
         ctx,
         job,
         creds: &creds,
         ledger,
     };
-    let needed = list_audit::needed(&ctx.pool, run.id)
+    let needed = list_audit::needed(&ctx.pool, run.id, args.redeliver)
         .await
         .map_err(audit_error)?;
     let left: Vec<Needed> = needed
@@ -193,9 +200,15 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         heal_span(&out, account, list_id, span, &mut args).await?;
     }
 
-    match list_audit::conclude(&ctx.pool, job.fence(), run.id, &args.healing)
-        .await
-        .map_err(audit_error)?
+    match list_audit::conclude(
+        &ctx.pool,
+        job.fence(),
+        run.id,
+        &args.healing,
+        args.redeliver,
+    )
+    .await
+    .map_err(audit_error)?
     {
         Concluded::Fenced => Err(JobError::Fenced),
         Concluded::Result(result) => {
