@@ -787,3 +787,53 @@ async fn cli_actions_are_audited_with_their_outcome_and_reads_are_not(pool: PgPo
     .unwrap();
     assert_eq!(secrets, 0);
 }
+
+/// The lists page shows when each list was last audited, the drift it could not heal and the
+/// members deleted in Mailchimp that the destination still holds.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn the_lists_page_shows_each_lists_last_audit_and_its_deleted_members(pool: PgPool) {
+    let admin = Admin::new(&pool);
+    admin.add_account("acme");
+    admin.add_list("acme", "abc123");
+    let dashboard = Dashboard::start(&admin);
+    let viewer = dashboard.sign_in(VIEWER_TOKEN).await;
+    let before = dashboard.get(&viewer, "/lists").await;
+    assert!(before.body.contains("never"), "{}", before.body);
+    assert!(!before.body.contains("deleted in Mailchimp"));
+
+    let audit = importer_core::runs::create_audit(&pool, 1, false)
+        .await
+        .unwrap();
+    importer_core::runs::cancel(&pool, audit.id).await.unwrap();
+    sqlx::query(
+        "INSERT INTO importer.audit_results
+                (run_id, list_id, members_seen, missing, stale, healed, deferred, rejected,
+                 deleted, deleted_new, mailchimp_requests, mailchimp_bytes, concluded_at)
+         VALUES ($1, 1, 100, 3, 0, 3, 0, 0, 2, 2, 2, 8500, '2026-11-30T12:00:00Z')",
+    )
+    .bind(audit.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO importer.deleted_members (list_id, member_id, noticed_by)
+         VALUES (1, 'gone-1', $1), (1, 'gone-2', $1)",
+    )
+    .bind(audit.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let after = dashboard.get(&viewer, "/lists").await;
+    assert_eq!(after.status, StatusCode::OK);
+    for expected in [
+        "2026-11-30 12:00:00",
+        "2 not healed",
+        "2 deleted in Mailchimp",
+    ] {
+        assert!(
+            after.body.contains(expected),
+            "lacks {expected:?}: {}",
+            after.body
+        );
+    }
+}
