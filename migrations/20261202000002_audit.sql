@@ -276,3 +276,72 @@ SELECT l.id                                                         AS list_id,
          ON active.list_id = l.id AND active.status IN ('planning', 'running')
  WHERE importer.is_behind(l.enabled, l.synced_until, l.schedule);
 COMMENT ON COLUMN importer.lists_behind_schedule.last_completed_at IS 'When a sync of it last completed (audits aside)';
+
+-- Retention keeps a list's newest completed sync and, apart, its newest completed audit (with
+-- its result): a weekly audit must not push the last sync out, nor hourly syncs the last audit.
+CREATE OR REPLACE FUNCTION importer.prune(batch integer DEFAULT 1000)
+RETURNS TABLE (what text, deleted bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, importer AS $$
+DECLARE
+    s importer.settings;
+BEGIN
+    SELECT * INTO s FROM importer.settings;
+    RETURN QUERY
+    WITH gone AS (
+        DELETE FROM importer.runs r
+         WHERE r.id IN (
+               SELECT o.id FROM importer.runs o
+                WHERE o.finished_at < now() - s.keep_runs
+                  AND (o.status <> 'completed'
+                       OR EXISTS (SELECT 1 FROM importer.runs n
+                                   WHERE n.list_id = o.list_id AND n.status = 'completed'
+                                     AND (n.mode = 'audit') = (o.mode = 'audit')
+                                     AND n.finished_at > o.finished_at))
+                ORDER BY o.finished_at
+                LIMIT batch
+                  FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT 'runs'::text, count(*) FROM gone;
+
+    RETURN QUERY
+    WITH gone AS (
+        DELETE FROM importer.dead_jobs d
+         WHERE d.id IN (SELECT o.id FROM importer.dead_jobs o
+                         WHERE o.died_at < now() - s.keep_dead_jobs
+                         ORDER BY o.died_at LIMIT batch FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT 'dead_jobs'::text, count(*) FROM gone;
+
+    RETURN QUERY
+    WITH gone AS (
+        DELETE FROM importer.rejected_records x
+         WHERE x.id IN (SELECT o.id FROM importer.rejected_records o
+                         WHERE o.created_at < now() - s.keep_rejected_records
+                         ORDER BY o.created_at LIMIT batch FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT 'rejected_records'::text, count(*) FROM gone;
+
+    RETURN QUERY
+    WITH gone AS (
+        DELETE FROM importer.audit_log x
+         WHERE x.id IN (SELECT o.id FROM importer.audit_log o
+                         WHERE o.at < now() - s.keep_audit_log
+                         ORDER BY o.at LIMIT batch FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT 'audit_log'::text, count(*) FROM gone;
+
+    RETURN QUERY
+    WITH gone AS (
+        DELETE FROM importer.records_per_minute m
+         WHERE m.minute < now() - interval '2 days'
+           AND (m.minute, m.backend) IN (SELECT o.minute, o.backend FROM importer.records_per_minute o
+                                          WHERE o.minute < now() - interval '2 days'
+                                          ORDER BY o.minute LIMIT batch FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT 'records_per_minute'::text, count(*) FROM gone;
+END
+$$;
+COMMENT ON FUNCTION importer.prune(integer) IS
+    'Deletes at most batch rows of each kind past its age in importer.settings (finished runs, keeping each list''s newest completed sync and newest completed audit; dead jobs; rejected records; audit rows; throughput minutes older than 2 days); returns what it deleted. Safe to call concurrently (SKIP LOCKED); workers call it after each tick';
+COMMENT ON COLUMN importer.settings.keep_runs IS
+    'Finished runs older than this (by finished_at) are pruned, with their dead jobs, rejected records and audit results; a list''s newest completed sync and newest completed audit are always kept';

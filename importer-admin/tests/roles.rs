@@ -77,6 +77,19 @@ async fn a_worker_role_imports_but_cannot_change_the_schema_or_read_the_audit_lo
             .await
             .unwrap();
     assert!(cursor.is_some(), "the run moved the cursor");
+    // The ledger and an audit work through the worker's grants too.
+    import
+        .admin
+        .run(&["audit", "acme/browser01", "--no-wait"])
+        .ok();
+    wait_for_run(&pool, 2, "completed", Duration::from_secs(60)).await;
+    let (ledger, audited): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM importer.ledger), (SELECT count(*) FROM importer.audit_results)",
+    )
+    .fetch_one(&as_worker)
+    .await
+    .unwrap();
+    assert_eq!((ledger, audited), (2_000, 1));
     importer_core::tick::tick(&as_worker, None).await.unwrap();
     // Retention runs as the worker, through the function that may delete audit rows.
     importer_core::retention::prune(&as_worker, 10)

@@ -16,8 +16,8 @@ pub const PRUNE_BATCH: i32 = 1000;
 /// How long each kind of row is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Retention {
-    /// Finished runs, with their dead jobs and rejected records (a list's newest completed run
-    /// is always kept).
+    /// Finished runs, with their dead jobs, rejected records and audit results (a list's newest
+    /// completed sync and newest completed audit are always kept).
     pub keep_runs: Duration,
     /// Dead jobs.
     pub keep_dead_jobs: Duration,

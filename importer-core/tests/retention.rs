@@ -157,3 +157,48 @@ async fn retention_ages_can_be_read_and_changed_within_their_minimums(pool: PgPo
         "nothing changed"
     );
 }
+
+/// A weekly audit does not push a list's last sync out of retention, nor do hourly syncs its
+/// last audit: each kind keeps its newest completed run (and an audit its result).
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_lists_newest_sync_and_newest_audit_are_both_kept(pool: PgPool) {
+    let (account, list) = account_with_list(&pool, "acme", 10).await;
+    sqlx::query(
+        "INSERT INTO importer.runs (list_id, account_id, mode, until, status, trigger, created_at, finished_at)
+         VALUES ($1, $2, 'full', now(), 'completed', 'admin', now() - interval '200 days', now() - interval '200 days'),
+                ($1, $2, 'audit', now(), 'completed', 'admin', now() - interval '180 days', now() - interval '180 days'),
+                ($1, $2, 'audit', now(), 'completed', 'admin', now() - interval '150 days', now() - interval '150 days'),
+                ($1, $2, 'full', now(), 'completed', 'admin', now() - interval '120 days', now() - interval '120 days')",
+    )
+    .bind(list)
+    .bind(account)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO importer.audit_results
+                (run_id, list_id, members_seen, missing, stale, healed, deferred, rejected,
+                 deleted, deleted_new, mailchimp_requests, mailchimp_bytes)
+         SELECT id, list_id, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 FROM importer.runs WHERE mode = 'audit'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    while retention::prune(&pool, 100)
+        .await
+        .unwrap()
+        .iter()
+        .any(|(_, n)| *n > 0)
+    {}
+    let left: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT mode, extract(day FROM now() - finished_at)::int FROM importer.runs ORDER BY finished_at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        vec![("audit".to_owned(), 150), ("full".to_owned(), 120)]
+    );
+    assert_eq!(count(&pool, "audit_results").await, 1);
+}

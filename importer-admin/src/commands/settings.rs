@@ -66,7 +66,7 @@ pub async fn run<W: Write>(
                 (
                     "keep runs",
                     format!(
-                        "{} (finished runs, with their dead jobs and rejected records; each list's newest completed run stays)",
+                        "{} (finished runs, with their dead jobs and rejected records; each list's newest completed sync and audit stay)",
                         output::interval(r.keep_runs)
                     ),
                 ),
