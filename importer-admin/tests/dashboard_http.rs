@@ -788,8 +788,8 @@ async fn cli_actions_are_audited_with_their_outcome_and_reads_are_not(pool: PgPo
     assert_eq!(secrets, 0);
 }
 
-/// The lists page shows when each list was last audited, the drift it could not heal and the
-/// members deleted in Mailchimp that the destination still holds.
+/// The lists page starts an audit, and shows when each list was last audited, the drift it could
+/// not heal and the members deleted in Mailchimp that the destination still holds.
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn the_lists_page_shows_each_lists_last_audit_and_its_deleted_members(pool: PgPool) {
     let admin = Admin::new(&pool);
@@ -801,9 +801,21 @@ async fn the_lists_page_shows_each_lists_last_audit_and_its_deleted_members(pool
     assert!(before.body.contains("never"), "{}", before.body);
     assert!(!before.body.contains("deleted in Mailchimp"));
 
-    let audit = importer_core::runs::create_audit(&pool, 1, false)
+    // An operator starts an audit from the page; the log records it.
+    let op = dashboard.sign_in(OPERATOR_TOKEN).await;
+    let started = dashboard.post(&op, "/lists/1/audit", &[]).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let audit = importer_core::runs::active_for_list(&pool, 1)
         .await
+        .unwrap()
         .unwrap();
+    assert_eq!(audit.mode, importer_core::runs::RunMode::Audit);
+    assert!(audit_rows(&pool)
+        .await
+        .iter()
+        .any(|(_, via, action, outcome)| via == "dashboard"
+            && action == "audit"
+            && outcome == "ok"));
     importer_core::runs::cancel(&pool, audit.id).await.unwrap();
     sqlx::query(
         "INSERT INTO importer.audit_results

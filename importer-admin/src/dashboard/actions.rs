@@ -46,6 +46,7 @@ enum Act {
     },
     Enable(i64),
     Disable(i64),
+    Audit(i64),
     ResetCursor {
         list: i64,
         to: Option<DateTime<Utc>>,
@@ -73,6 +74,7 @@ impl Act {
             Act::StartRun { .. } => "runs.start",
             Act::Enable(_) => "lists.enable",
             Act::Disable(_) => "lists.disable",
+            Act::Audit(_) => "audit",
             Act::ResetCursor { .. } => "lists.reset_cursor",
             Act::CancelRun(_) => "runs.cancel",
             Act::Requeue(_) => "dead.requeue",
@@ -88,7 +90,7 @@ impl Act {
             Act::StartRun { list, full } => {
                 json!({ "list_id": list, "mode": if *full { "full" } else { "incremental" } })
             }
-            Act::Enable(id) | Act::Disable(id) => json!({ "list_id": id }),
+            Act::Enable(id) | Act::Disable(id) | Act::Audit(id) => json!({ "list_id": id }),
             Act::ResetCursor { list, to } => json!({ "list_id": list, "to": to }),
             Act::CancelRun(id) => json!({ "run_id": id }),
             Act::Requeue(s) | Act::Purge(s) => selection_objects(s),
@@ -99,9 +101,11 @@ impl Act {
     fn back(&self) -> String {
         match self {
             Act::Pause(_) | Act::Resume(_) | Act::SetCap(..) => "/accounts".to_owned(),
-            Act::StartRun { .. } | Act::Enable(_) | Act::Disable(_) | Act::ResetCursor { .. } => {
-                "/lists".to_owned()
-            }
+            Act::StartRun { .. }
+            | Act::Enable(_)
+            | Act::Disable(_)
+            | Act::Audit(_)
+            | Act::ResetCursor { .. } => "/lists".to_owned(),
             Act::CancelRun(id) => format!("/runs/{id}"),
             Act::Requeue(Selection::Filter(f)) | Act::Purge(Selection::Filter(f)) => {
                 match f.run_id {
@@ -166,6 +170,15 @@ impl Act {
                 Ok(format!(
                     "account {}: concurrency cap {}",
                     a.name, a.max_concurrency
+                ))
+            }
+            Act::Audit(list) => {
+                let run = runs::create_audit(pool, *list, false)
+                    .await
+                    .map_err(run_failure)?;
+                Ok(format!(
+                    "audit run {} started for list {list}: its result shows in the list's audit column when it concludes",
+                    run.id
                 ))
             }
             Act::StartRun { list, full } => {
@@ -516,6 +529,7 @@ pub async fn list(
         "runs" => "runs.start",
         "enable" => "lists.enable",
         "disable" => "lists.disable",
+        "audit" => "audit",
         "reset-cursor" => "lists.reset_cursor",
         _ => return unknown("list", &action),
     };
@@ -532,6 +546,7 @@ pub async fn list(
         },
         "enable" => Ok(Act::Enable(id)),
         "disable" => Ok(Act::Disable(id)),
+        "audit" => Ok(Act::Audit(id)),
         _ => Ok(Act::ResetCursor {
             list: id,
             to: fields.time("to")?,
