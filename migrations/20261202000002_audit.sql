@@ -118,10 +118,12 @@ COMMENT ON COLUMN importer.list_audits.unhealed IS
     'Drift the audit found and could not heal: newly deleted members, and missing or stale ones it could not deliver for another reason than a new change or a rejection';
 
 -- A completed audit delivered nothing in order: it covers no window and never moves a cursor.
+-- An audit that ends without concluding (cancelled, failed) drops what its scan stored.
 CREATE OR REPLACE FUNCTION importer.settle_run() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.mode = 'audit' THEN
+        DELETE FROM importer.audit_seen WHERE run_id = NEW.id;
         RETURN NULL;
     END IF;
     IF NEW.window_events > 0 THEN
@@ -134,7 +136,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION importer.settle_run() IS
-    'Trigger: a sync run that finishes settles its coverage (all of its window when completed, its completed ranges when failed or cancelled, nothing when its window moved) and the list cursor advances over the contiguous covered prefix; an audit settles nothing';
+    'Trigger: a sync run that finishes settles its coverage (all of its window when completed, its completed ranges when failed or cancelled, nothing when its window moved) and the list cursor advances over the contiguous covered prefix; an audit settles no coverage and drops its scan''s rows';
 
 -- The one way an audit is created: until frozen like a sync's (database clock - lag), one
 -- audit_list job; lists with an active run or a filled slot are skipped.

@@ -227,3 +227,30 @@ async fn the_ledger_goes_with_its_list(pool: PgPool) {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+/// An audit that ends without concluding (here cancelled) leaves none of its scan's rows.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_cancelled_audit_drops_what_its_scan_stored(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let audit = importer_core::runs::create_audit(&pool, list, false)
+        .await
+        .unwrap();
+    let stamps: Vec<importer_core::mailchimp::Stamp> = (0..3)
+        .map(|i| importer_core::mailchimp::Stamp {
+            id: format!("{i:032x}"),
+            last_changed: None,
+        })
+        .collect();
+    importer_core::list_audit::record_seen(&pool, audit.id, &stamps, false)
+        .await
+        .unwrap();
+    let seen = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM importer.audit_seen")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(seen().await, 3);
+    importer_core::runs::cancel(&pool, audit.id).await.unwrap();
+    assert_eq!(seen().await, 0);
+}
