@@ -90,6 +90,14 @@ COMMENT ON TABLE importer.deleted_members IS
 COMMENT ON COLUMN importer.deleted_members.last_changed IS 'The last_changed we last delivered';
 COMMENT ON COLUMN importer.deleted_members.noticed_by IS 'The audit run that first noticed it';
 
+-- The one home of "drift an audit found and could not heal".
+CREATE FUNCTION importer.unhealed(a importer.audit_results) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT a.missing + a.stale - a.healed - a.deferred - a.rejected + a.deleted_new
+$$;
+COMMENT ON FUNCTION importer.unhealed(importer.audit_results) IS
+    'Drift an audit found and could not heal: newly deleted members, and missing or stale ones neither delivered, deferred nor rejected';
+
 -- The newest concluded audit of each list.
 CREATE VIEW importer.list_audits AS
 SELECT DISTINCT ON (a.list_id)
@@ -106,7 +114,7 @@ SELECT DISTINCT ON (a.list_id)
        a.rejected,
        a.deleted,
        a.deleted_new,
-       a.missing + a.stale - a.healed - a.deferred - a.rejected + a.deleted_new AS unhealed,
+       importer.unhealed(a)                                         AS unhealed,
        a.mailchimp_requests,
        a.mailchimp_bytes
   FROM importer.audit_results a
@@ -182,6 +190,17 @@ $$;
 COMMENT ON FUNCTION importer.create_audits(bigint[], text, timestamptz[], boolean) IS
     'Creates audit runs (with their audit_list jobs) for lists: until = database clock - sync lag; skips lists with an active run or a filled slot; p_redeliver posts every member before the cursor again (the destination lost records). The only way audits are created';
 
+-- The one home of a schedule slot: the start of the period of `period` seconds that holds `at`,
+-- at the list's fixed phase ((id mod period) * 7919 mod period seconds), for syncs and audits.
+CREATE FUNCTION importer.schedule_slot(list_id bigint, period bigint, at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT to_timestamp((p.phase + floor((extract(epoch FROM at) - p.phase) / period) * period)::float8)
+      FROM (SELECT ((list_id % period) * 7919) % period AS phase) p
+$$;
+COMMENT ON FUNCTION importer.schedule_slot(bigint, bigint, timestamptz) IS
+    'The slot of a schedule of period seconds that holds at, at the list''s fixed phase ((id mod period) * 7919 mod period): spreads thousands of lists over the period';
+
 -- The tick creates due syncs first, then due audits of lists left without an active run: a
 -- list due for both syncs now and is audited by a later tick, once that sync has finished.
 CREATE OR REPLACE FUNCTION importer.tick(now timestamptz DEFAULT now())
@@ -197,13 +216,8 @@ BEGIN
       INTO v_lists, v_slots
       FROM (
         SELECT l.id AS list_id,
-               to_timestamp((p.phase + floor((extract(epoch FROM tick.now) - p.phase) / p.period)
-                                        * p.period)::float8) AS slot
+               importer.schedule_slot(l.id, importer.schedule_period(l.schedule), tick.now) AS slot
           FROM importer.lists l
-         CROSS JOIN LATERAL (
-               SELECT importer.schedule_period(l.schedule) AS period) sp
-         CROSS JOIN LATERAL (
-               SELECT sp.period, ((l.id % sp.period) * 7919) % sp.period AS phase) p
           JOIN importer.accounts a ON a.id = l.account_id
          WHERE l.enabled
            AND NOT a.paused
@@ -224,14 +238,11 @@ BEGIN
       INTO v_lists, v_slots
       FROM (
         SELECT l.id AS list_id,
-               to_timestamp((p.phase + floor((extract(epoch FROM tick.now) - p.phase) / p.period)
-                                        * p.period)::float8) AS slot
+               importer.schedule_slot(
+                   l.id,
+                   least(greatest(floor(extract(epoch FROM l.audit_every)), 3600), 366 * 86400)::bigint,
+                   tick.now) AS slot
           FROM importer.lists l
-         CROSS JOIN LATERAL (
-               SELECT least(greatest(floor(extract(epoch FROM l.audit_every)), 3600),
-                            366 * 86400)::bigint AS period) sp
-         CROSS JOIN LATERAL (
-               SELECT sp.period, ((l.id % sp.period) * 7919) % sp.period AS phase) p
           JOIN importer.accounts a ON a.id = l.account_id
          WHERE l.enabled
            AND l.audit_every IS NOT NULL

@@ -23,7 +23,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgExecutor, PgPool};
 
 use crate::mailchimp::Stamp;
 use crate::queue::Fence;
@@ -175,15 +175,12 @@ pub struct AuditResult {
     pub redeliver: bool,
     /// When it concluded.
     pub concluded_at: DateTime<Utc>,
+    /// Drift found and not healed (`importer.unhealed`): newly deleted members, and missing or
+    /// stale ones neither delivered, deferred nor rejected.
+    pub unhealed: i64,
 }
 
 impl AuditResult {
-    /// Drift found and not healed: newly deleted members, and missing or stale ones neither
-    /// delivered, deferred nor rejected (`importer.list_audits.unhealed`).
-    pub fn unhealed(&self) -> i64 {
-        self.missing + self.stale - self.healed - self.deferred - self.rejected + self.deleted_new
-    }
-
     /// Response bytes per member seen.
     pub fn bytes_per_member(&self) -> f64 {
         self.mailchimp_bytes as f64 / self.members_seen.max(1) as f64
@@ -191,7 +188,8 @@ impl AuditResult {
 }
 
 const RESULT_COLUMNS: &str = "run_id, list_id, members_seen, missing, stale, healed, deferred, \
-     rejected, deleted, deleted_new, mailchimp_requests, mailchimp_bytes, redeliver, concluded_at";
+     rejected, deleted, deleted_new, mailchimp_requests, mailchimp_bytes, redeliver, concluded_at, \
+     importer.unhealed(a) AS unhealed";
 
 /// What [`conclude`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +223,7 @@ pub async fn conclude(
     if held.is_none() {
         return Ok(Concluded::Fenced);
     }
-    if let Some(done) = stored(&mut tx, run_id).await? {
+    if let Some(done) = result(&mut *tx, run_id).await? {
         return Ok(Concluded::Result(done));
     }
     sqlx::query(
@@ -273,37 +271,29 @@ pub async fn conclude(
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
-    let result = stored(&mut tx, run_id)
+    let done = result(&mut *tx, run_id)
         .await?
         .ok_or(AuditError::Database(sqlx::Error::RowNotFound))?;
     tx.commit().await?;
-    Ok(Concluded::Result(result))
-}
-
-async fn stored(
-    tx: &mut Transaction<'_, Postgres>,
-    run_id: i64,
-) -> Result<Option<AuditResult>, sqlx::Error> {
-    let sql = format!("SELECT {RESULT_COLUMNS} FROM importer.audit_results WHERE run_id = $1");
-    sqlx::query_as(&sql)
-        .bind(run_id)
-        .fetch_optional(&mut **tx)
-        .await
+    Ok(Concluded::Result(done))
 }
 
 /// The result of audit run `run_id`, once concluded. Errors are database failures.
-pub async fn result(pool: &PgPool, run_id: i64) -> Result<Option<AuditResult>, AuditError> {
-    let sql = format!("SELECT {RESULT_COLUMNS} FROM importer.audit_results WHERE run_id = $1");
+pub async fn result<'e, E: PgExecutor<'e>>(
+    executor: E,
+    run_id: i64,
+) -> Result<Option<AuditResult>, AuditError> {
+    let sql = format!("SELECT {RESULT_COLUMNS} FROM importer.audit_results a WHERE run_id = $1");
     Ok(sqlx::query_as(&sql)
         .bind(run_id)
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await?)
 }
 
 /// The newest concluded audit of `list_id`. Errors are database failures.
 pub async fn latest(pool: &PgPool, list_id: i64) -> Result<Option<AuditResult>, AuditError> {
     let sql = format!(
-        "SELECT {RESULT_COLUMNS} FROM importer.audit_results
+        "SELECT {RESULT_COLUMNS} FROM importer.audit_results a
           WHERE list_id = $1 ORDER BY run_id DESC LIMIT 1"
     );
     Ok(sqlx::query_as(&sql)

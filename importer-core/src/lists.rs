@@ -359,7 +359,7 @@ pub struct ListSummary {
     pub last_run_at: Option<DateTime<Utc>>,
     /// When its newest audit concluded.
     pub last_audit_at: Option<DateTime<Utc>>,
-    /// The drift that audit could not heal (`importer.list_audits.unhealed`).
+    /// The drift that audit could not heal (`importer.unhealed`).
     pub audit_unhealed: Option<i64>,
     /// Members we delivered that are gone from Mailchimp (`importer.deleted_members`).
     pub deleted_members: i64,
@@ -393,8 +393,7 @@ pub async fn summaries(
                 last.id AS last_run_id, last.status AS last_run_status,
                 last.created_at AS last_run_at,
                 au.concluded_at AS last_audit_at,
-                au.missing + au.stale - au.healed - au.deferred - au.rejected + au.deleted_new
-                    AS audit_unhealed,
+                au.unhealed AS audit_unhealed,
                 (SELECT count(*) FROM importer.deleted_members d WHERE d.list_id = l.id)
                     AS deleted_members
            FROM importer.lists l
@@ -403,7 +402,8 @@ pub async fn summaries(
                 SELECT r.id, r.status, r.created_at FROM importer.runs r
                  WHERE r.list_id = l.id ORDER BY r.created_at DESC LIMIT 1) last ON true
            LEFT JOIN LATERAL (
-                SELECT * FROM importer.audit_results x
+                SELECT x.concluded_at, importer.unhealed(x) AS unhealed
+                  FROM importer.audit_results x
                  WHERE x.list_id = l.id ORDER BY x.run_id DESC LIMIT 1) au ON true
           WHERE ($1::bigint IS NULL OR l.account_id = $1)
             AND (NOT $2 OR importer.is_behind(l.enabled, l.synced_until, l.schedule))

@@ -18,24 +18,6 @@ use sqlx::PgPool;
 
 const N: usize = 5_000;
 
-async fn sync(h: &Harness, list: i64) -> runs::Run {
-    let run = runs::create(
-        &h.pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
-    let run = h
-        .wait_finished(&[run.id], Duration::from_secs(60))
-        .await
-        .remove(0);
-    assert_completed(&run);
-    run
-}
-
 async fn audit(h: &Harness, list: i64) -> AuditResult {
     let run = runs::create_audit(&h.pool, list, false).await.unwrap();
     assert_eq!(run.mode, RunMode::Audit);
@@ -63,7 +45,7 @@ async fn an_audit_heals_exactly_the_injected_drift_and_reports_the_deleted(pool:
     let key = h.accounts[a].api_key.clone();
     let dest_key = h.accounts[a].destination_key.clone();
     let worker = h.spawn_worker(h.worker_config(8)).await;
-    sync(&h, list.id).await;
+    h.sync_list(list.id).await;
     let mc = h.sim.mailchimp();
 
     // Drift of every kind the ledger can see:
@@ -117,7 +99,7 @@ async fn an_audit_heals_exactly_the_injected_drift_and_reports_the_deleted(pool:
     assert_eq!(found.healed, (skipped.len() + lost.len()) as i64);
     assert_eq!((found.deferred, found.rejected), (0, 0));
     assert_eq!((found.deleted, found.deleted_new), (40, 40));
-    assert_eq!(found.unhealed(), 40, "deleted members cannot be healed");
+    assert_eq!(found.unhealed, 40, "deleted members cannot be healed");
     assert_eq!(
         posted,
         (skipped.len() + lost.len()) as u64,
@@ -183,7 +165,7 @@ async fn an_audit_and_a_sync_of_one_list_never_run_at_once(pool: PgPool) {
     let a = h.add_account("order", &[N], 2).await;
     let list = h.accounts[a].lists[0].clone();
     let worker = h.spawn_worker(h.worker_config(4)).await;
-    sync(&h, list.id).await;
+    h.sync_list(list.id).await;
     let mc = h.sim.mailchimp();
     mc.modify_members(&list.mailchimp_id, 300);
     wait_past_lag(TEST_LAG).await;
@@ -250,7 +232,7 @@ async fn records_the_destination_lost_are_healed_by_a_redelivering_audit(pool: P
     let list = h.accounts[a].lists[0].clone();
     let dest_key = h.accounts[a].destination_key.clone();
     let worker = h.spawn_worker(h.worker_config(8)).await;
-    sync(&h, list.id).await;
+    h.sync_list(list.id).await;
     let damage = h.sim.destination().damage(&dest_key, 25, 25);
     assert_eq!((damage.dropped.len(), damage.altered.len()), (25, 25));
     let not_current = h.not_current(a);
@@ -272,7 +254,7 @@ async fn records_the_destination_lost_are_healed_by_a_redelivering_audit(pool: P
     let found = list_audit::result(&h.pool, run.id).await.unwrap().unwrap();
     assert!(found.redeliver);
     assert_eq!(found.healed, N as i64, "{found:?}");
-    assert_eq!(found.unhealed(), 0);
+    assert_eq!(found.unhealed, 0);
     assert_eq!(
         h.sim.destination().stats(&dest_key).records_received - posted_before,
         N as u64

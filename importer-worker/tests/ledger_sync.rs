@@ -8,29 +8,14 @@ use std::time::Duration;
 
 use common::{assert_completed, wait_past_lag, Harness, TEST_LAG};
 use importer_core::lists;
-use importer_core::runs::{self, RequestedMode, RunRequest};
 use importer_sim::SimConfig;
 use sqlx::PgPool;
 
 const N: usize = 5_000;
 
-async fn next_run(h: &Harness, list: i64) -> runs::Run {
+async fn next_run(h: &Harness, list: i64) -> importer_core::runs::Run {
     wait_past_lag(TEST_LAG).await;
-    let run = runs::create(
-        &h.pool,
-        list,
-        RunRequest {
-            mode: RequestedMode::Auto,
-        },
-    )
-    .await
-    .unwrap();
-    let run = h
-        .wait_finished(&[run.id], Duration::from_secs(60))
-        .await
-        .remove(0);
-    assert_completed(&run);
-    run
+    h.sync_list(list).await
 }
 
 async fn ledger_rows(h: &Harness, list: i64) -> i64 {

@@ -22,7 +22,6 @@ const LISTED: i64 = 20;
 #[derive(Serialize)]
 struct AuditView {
     result: AuditResult,
-    unhealed: i64,
     bytes_per_member: f64,
     deleted_members_total: i64,
     deleted_members: Vec<DeletedMember>,
@@ -95,7 +94,6 @@ async fn print<W: Write>(
 ) -> anyhow::Result<()> {
     let (deleted, total) = list_audit::deleted_members(pool, result.list_id, LISTED).await?;
     let view = AuditView {
-        unhealed: result.unhealed(),
         bytes_per_member: result.bytes_per_member(),
         deleted_members_total: total,
         deleted_members: deleted,
@@ -119,7 +117,7 @@ async fn print<W: Write>(
             "deleted in Mailchimp",
             format!("{} ({} newly noticed)", r.deleted, r.deleted_new),
         ),
-        ("unhealed", view.unhealed.to_string()),
+        ("unhealed", r.unhealed.to_string()),
         (
             "cost",
             format!(

@@ -14,13 +14,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use importer_core::ledger::ListLedger;
-use importer_core::list_audit::{self, AuditError, Concluded, Healing, Needed};
+use importer_core::list_audit::{self, Concluded, Healing, Needed};
 use importer_core::mailchimp::{MailchimpAccount, MailchimpError, MembersQuery, Stamp};
 use importer_core::queue::{self, CheckpointOutcome, ClaimedJob, Completion, Cost};
 use importer_core::range_reader::{
     member_key, Keyed, Progress, RangeReader, RangeSource, SourcePage,
 };
-use importer_core::runs;
 use importer_core::window::{Range, PAGE_SIZE};
 use serde::{Deserialize, Serialize};
 
@@ -117,13 +116,7 @@ impl RangeSource for StampSource<'_> {
 pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion, JobError> {
     let mut args: AuditArgs = serde_json::from_value(job.args.clone())
         .map_err(|e| JobError::Permanent(format!("malformed audit_list args: {e}")))?;
-    let run = runs::get(&ctx.pool, args.run_id)
-        .await?
-        .ok_or_else(|| JobError::Permanent(format!("run {} not found", args.run_id)))?;
-    let list = importer_core::lists::get(&ctx.pool, run.list_id)
-        .await
-        .map_err(|e| retryable(e.to_string()))?
-        .ok_or_else(|| JobError::Permanent(format!("list {} not found", run.list_id)))?;
+    let (run, list) = super::run_and_list(ctx, args.run_id).await?;
     let creds = credentials::load(ctx, job.account_id).await?;
     let account = &creds.mailchimp;
     let list_id = list.mailchimp_list_id.as_str();
@@ -146,9 +139,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         while !reader.is_done() {
             let step = reader.step(&source).await?;
             let stamps: Vec<Stamp> = step.fresh.into_iter().filter_map(|s| s.stamp).collect();
-            list_audit::record_seen(&ctx.pool, run.id, &stamps, after_until)
-                .await
-                .map_err(audit_error)?;
+            list_audit::record_seen(&ctx.pool, run.id, &stamps, after_until).await?;
             args.healing.requests += step.requests as i64;
             args.healing.bytes += source.bytes.swap(0, Ordering::Relaxed);
             args.progress = Some(reader.progress());
@@ -166,9 +157,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
             };
             if args.phase == Phase::Heal {
                 // What drift there is, counted once before healing begins.
-                let needed = list_audit::needed(&ctx.pool, run.id, args.redeliver)
-                    .await
-                    .map_err(audit_error)?;
+                let needed = list_audit::needed(&ctx.pool, run.id, args.redeliver).await?;
                 args.healing.stale = needed.iter().filter(|n| n.stale).count() as i64;
                 args.healing.missing = needed.len() as i64 - args.healing.stale;
             }
@@ -179,9 +168,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
     // Redelivering distrusts the ledger: nothing is skipped as unchanged.
     let ledger = match args.redeliver {
         true => None,
-        false => ListLedger::of_run(&ctx.pool, run.id)
-            .await
-            .map_err(|e| retryable(e.to_string()))?,
+        false => ListLedger::of_run(&ctx.pool, run.id).await?,
     };
     let out = Outlet {
         ctx,
@@ -189,9 +176,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         creds: &creds,
         ledger,
     };
-    let needed = list_audit::needed(&ctx.pool, run.id, args.redeliver)
-        .await
-        .map_err(audit_error)?;
+    let needed = list_audit::needed(&ctx.pool, run.id, args.redeliver).await?;
     let left: Vec<Needed> = needed
         .into_iter()
         .filter(|n| n.position > args.healed_through)
@@ -207,8 +192,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         &args.healing,
         args.redeliver,
     )
-    .await
-    .map_err(audit_error)?
+    .await?
     {
         Concluded::Fenced => Err(JobError::Fenced),
         Concluded::Result(result) => {
@@ -224,7 +208,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
                     .increment(n.max(0) as u64);
             }
             metrics::counter!("importer_audit_unhealed_total")
-                .increment(result.unhealed().max(0) as u64);
+                .increment(result.unhealed.max(0) as u64);
             job_line!(
                 info,
                 job,
@@ -338,15 +322,4 @@ async fn checkpoint(
 fn encode(args: &AuditArgs) -> Result<serde_json::Value, JobError> {
     serde_json::to_value(args)
         .map_err(|e| JobError::Permanent(format!("encoding audit progress: {e}")))
-}
-
-fn retryable(message: String) -> JobError {
-    JobError::Retryable {
-        message,
-        retry_after: None,
-    }
-}
-
-fn audit_error(e: AuditError) -> JobError {
-    retryable(e.to_string())
 }

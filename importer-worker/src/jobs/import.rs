@@ -120,14 +120,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         .map_err(|e| JobError::Permanent(format!("malformed import_window args: {e}")))?;
     let creds = credentials::load(ctx, job.account_id).await?;
     let ledger = match job.run_id {
-        Some(run_id) => {
-            ListLedger::of_run(&ctx.pool, run_id)
-                .await
-                .map_err(|e| JobError::Retryable {
-                    message: e.to_string(),
-                    retry_after: None,
-                })?
-        }
+        Some(run_id) => ListLedger::of_run(&ctx.pool, run_id).await?,
         None => None,
     };
     let out = Outlet {
@@ -521,13 +514,7 @@ impl Outlet<'_> {
     /// ledger), counting the others as unchanged.
     async fn post(&self, batch: &mut Batch) -> Result<(), JobError> {
         if let Some(ledger) = &self.ledger {
-            let same = ledger
-                .unchanged(&self.ctx.pool, &batch.deliveries)
-                .await
-                .map_err(|e| JobError::Retryable {
-                    message: e.to_string(),
-                    retry_after: None,
-                })?;
+            let same = ledger.unchanged(&self.ctx.pool, &batch.deliveries).await?;
             if !same.is_empty() {
                 batch.records.retain(|r| !same.contains(&r.id));
                 batch.unchanged = batch.deliveries.len() as i64 - batch.records.len() as i64;

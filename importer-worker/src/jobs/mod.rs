@@ -197,6 +197,42 @@ impl From<sqlx::Error> for JobError {
     }
 }
 
+impl From<importer_core::ledger::LedgerError> for JobError {
+    fn from(error: importer_core::ledger::LedgerError) -> Self {
+        JobError::Retryable {
+            message: error.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<importer_core::list_audit::AuditError> for JobError {
+    fn from(error: importer_core::list_audit::AuditError) -> Self {
+        JobError::Retryable {
+            message: error.to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// The run a job belongs to and its list; a missing one is permanent (the job cannot succeed).
+async fn run_and_list(
+    ctx: &JobContext,
+    run_id: i64,
+) -> Result<(importer_core::runs::Run, importer_core::lists::List), JobError> {
+    let run = importer_core::runs::get(&ctx.pool, run_id)
+        .await?
+        .ok_or_else(|| JobError::Permanent(format!("run {run_id} does not exist")))?;
+    let list = importer_core::lists::get(&ctx.pool, run.list_id)
+        .await
+        .map_err(|e| JobError::Retryable {
+            message: format!("loading list {}: {e}", run.list_id),
+            retry_after: None,
+        })?
+        .ok_or_else(|| JobError::Permanent(format!("list {} does not exist", run.list_id)))?;
+    Ok((run, list))
+}
+
 impl From<queue::QueueError> for JobError {
     fn from(error: queue::QueueError) -> Self {
         JobError::Retryable {

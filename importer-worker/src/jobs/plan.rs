@@ -13,11 +13,11 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use importer_core::mailchimp::{MailchimpAccount, Probe, SinceRule};
 use importer_core::queue::{self, ClaimedJob, Completion, Cost, Interval, JobKind, NewJob};
+use importer_core::runs;
 use importer_core::window::{
     probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs, RANGES_PER_SLOT,
     RANGE_MEMBERS,
 };
-use importer_core::{lists, runs};
 
 use super::{credentials, read, JobContext, JobError};
 
@@ -26,16 +26,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
     let run_id = job
         .run_id
         .ok_or_else(|| JobError::Permanent("plan_run job without a run".to_owned()))?;
-    let run = runs::get(&ctx.pool, run_id)
-        .await?
-        .ok_or_else(|| JobError::Permanent(format!("run {run_id} does not exist")))?;
-    let list = lists::get(&ctx.pool, run.list_id)
-        .await
-        .map_err(|e| JobError::Retryable {
-            message: format!("loading list {}: {e}", run.list_id),
-            retry_after: None,
-        })?
-        .ok_or_else(|| JobError::Permanent(format!("list {} does not exist", run.list_id)))?;
+    let (run, list) = super::run_and_list(ctx, run_id).await?;
     let creds = credentials::load(ctx, job.account_id).await?;
     let planner = Planner {
         ctx,

@@ -258,6 +258,25 @@ impl Harness {
         }
     }
 
+    /// Runs `list_id` from its cursor (full without one) to its end, which must be completed.
+    pub async fn sync_list(&self, list_id: i64) -> Run {
+        let run = runs::create(
+            &self.pool,
+            list_id,
+            runs::RunRequest {
+                mode: runs::RequestedMode::Auto,
+            },
+        )
+        .await
+        .unwrap();
+        let run = self
+            .wait_finished(&[run.id], Duration::from_secs(60))
+            .await
+            .remove(0);
+        assert_completed(&run);
+        run
+    }
+
     /// Waits until `run_id` has delivered at least `records` (ranges checkpoint page by page).
     pub async fn wait_records(&self, run_id: i64, records: i64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
