@@ -126,6 +126,24 @@ pub async fn sim_account(
     })
 }
 
+/// Waits (polling every 20 ms, at most 15 minutes) until run `id` has finished; returns it.
+pub async fn wait_run(pool: &PgPool, id: i64) -> anyhow::Result<importer_core::runs::Run> {
+    let started = std::time::Instant::now();
+    loop {
+        let r = importer_core::runs::get(pool, id)
+            .await?
+            .context("run vanished")?;
+        if !r.status.is_active() {
+            return Ok(r);
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "run {id} did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The `q`-quantile (0..=1) of `samples` (sorted in place).
 pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     if samples.is_empty() {

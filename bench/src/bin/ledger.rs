@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use importer_bench::{ms, quantile, sim_account, BenchDb, SimAccount};
+use importer_bench::{ms, quantile, sim_account, wait_run, BenchDb, SimAccount};
 use importer_core::ledger::Delivery;
 use importer_core::mapping::Record;
 use importer_core::queue::{self, Checkpoint, Completion, JobKind, NewJob};
@@ -310,23 +310,13 @@ async fn posts_saved(members: usize) -> anyhow::Result<()> {
 
 async fn audit_once(pool: &PgPool, list_id: i64) -> anyhow::Result<(list_audit::AuditResult, i64)> {
     let run = runs::create_audit(pool, list_id, false).await?;
-    let started = Instant::now();
-    loop {
-        let r = runs::get(pool, run.id).await?.context("audit vanished")?;
-        if !r.status.is_active() {
-            anyhow::ensure!(r.status == RunStatus::Completed, "audit ended {:?}", r);
-            let wall = (r.finished_at.context("no finish")? - r.created_at).num_milliseconds();
-            let result = list_audit::result(pool, run.id)
-                .await?
-                .context("no audit result")?;
-            return Ok((result, wall));
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "audit did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let r = wait_run(pool, run.id).await?;
+    anyhow::ensure!(r.status == RunStatus::Completed, "audit ended {:?}", r);
+    let wall = (r.finished_at.context("no finish")? - r.created_at).num_milliseconds();
+    let result = list_audit::result(pool, run.id)
+        .await?
+        .context("no audit result")?;
+    Ok((result, wall))
 }
 
 fn report_audit(label: &str, (r, wall): &(list_audit::AuditResult, i64), members: usize) {
@@ -352,17 +342,7 @@ async fn run_once(pool: &PgPool, list_id: i64) -> anyhow::Result<runs::Run> {
     )
     .await?
     .id;
-    let started = Instant::now();
-    loop {
-        let r = runs::get(pool, id).await?.context("run vanished")?;
-        if !r.status.is_active() {
-            anyhow::ensure!(r.status == RunStatus::Completed, "run ended {:?}", r);
-            return Ok(r);
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "run did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let r = wait_run(pool, id).await?;
+    anyhow::ensure!(r.status == RunStatus::Completed, "run ended {:?}", r);
+    Ok(r)
 }

@@ -10,11 +10,11 @@
 //! The workers are the real `importer_worker::run`, in process; the simulators too.
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use importer_bench::{sim_account, BenchDb, SimAccount};
+use importer_bench::{sim_account, wait_run, BenchDb, SimAccount};
 use importer_core::runs::{self, RequestedMode, RunRequest, RunStatus};
 use importer_core::secrets::SecretBox;
 use importer_core::settings;
@@ -178,7 +178,7 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let full = wait(&pool, start(&pool, list_id).await?).await?;
+    let full = wait_run(&pool, start(&pool, list_id).await?).await?;
     let stats = mc.key_stats(&api_key);
     let posted = sim.destination().stats(dest_key).records_received;
     let changed: HashSet<String> = mc.churned("figures").into_iter().collect();
@@ -194,7 +194,7 @@ async fn run(members: usize, s: &Situation) -> anyhow::Result<()> {
 
     let ahead = Duration::from_secs(s.clock_offset_secs.max(0).unsigned_abs());
     tokio::time::sleep(s.lag + s.visibility_delay + ahead + Duration::from_secs(1)).await;
-    let next = wait(&pool, start(&pool, list_id).await?).await?;
+    let next = wait_run(&pool, start(&pool, list_id).await?).await?;
     shutdown.cancel();
     worker.await??;
     let v = sim
@@ -252,19 +252,4 @@ async fn start(pool: &sqlx::PgPool, list_id: i64) -> anyhow::Result<i64> {
     )
     .await?
     .id)
-}
-
-async fn wait(pool: &sqlx::PgPool, id: i64) -> anyhow::Result<runs::Run> {
-    let started = Instant::now();
-    loop {
-        let r = runs::get(pool, id).await?.context("run vanished")?;
-        if !r.status.is_active() {
-            return Ok(r);
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(900),
-            "run did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
