@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// A row of `importer.run_progress`.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunProgress {
     /// The run.
     pub run_id: i64,
@@ -65,6 +65,35 @@ pub struct RunProgress {
     /// Why it failed or was cancelled.
     pub error: Option<String>,
 }
+importer_core::from_row!(RunProgress {
+    run_id,
+    list_id,
+    mailchimp_list_id,
+    list_name,
+    account_id,
+    account,
+    status,
+    mode,
+    trigger,
+    since,
+    until,
+    members_total,
+    jobs_total,
+    jobs_done,
+    jobs_pending,
+    jobs_dead,
+    jobs_cancelled,
+    records_imported,
+    records_rejected,
+    records_unchanged,
+    percent,
+    elapsed_secs,
+    records_per_second,
+    created_at,
+    started_at,
+    finished_at,
+    error
+});
 
 impl RunProgress {
     /// `account/mailchimp_list_id`, the way commands accept a list.

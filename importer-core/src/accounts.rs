@@ -33,7 +33,7 @@ pub struct NewAccount {
 }
 
 /// A row of `importer.accounts`. Its `Debug` omits the encrypted keys.
-#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     /// The account id.
     pub id: i64,
@@ -62,6 +62,21 @@ pub struct Account {
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
 }
+crate::from_row!(Account {
+    id,
+    name,
+    mailchimp_key,
+    mailchimp_key_hint,
+    mailchimp_base_url,
+    destination_url,
+    destination_key,
+    destination_key_hint,
+    max_concurrency,
+    paused,
+    last_claimed_at,
+    created_at,
+    updated_at
+});
 
 impl fmt::Debug for Account {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -127,7 +142,7 @@ impl fmt::Debug for AccountUpdate {
 }
 
 /// What a job needs to reach both APIs for one account (keys still encrypted).
-#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct JobCredentials {
     /// Encrypted Mailchimp API key.
     pub mailchimp_key: Vec<u8>,
@@ -140,6 +155,13 @@ pub struct JobCredentials {
     /// The account's Mailchimp concurrency budget.
     pub max_concurrency: i32,
 }
+crate::from_row!(JobCredentials {
+    mailchimp_key,
+    mailchimp_base_url,
+    destination_url,
+    destination_key,
+    max_concurrency
+});
 
 impl fmt::Debug for JobCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -332,7 +354,7 @@ pub async fn credentials_for_job<'e, E: PgExecutor<'e>>(
 }
 
 /// An account as the dashboard's accounts page shows it: no key, only its hints.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AccountSummary {
     /// The account id.
     pub id: i64,
@@ -355,6 +377,18 @@ pub struct AccountSummary {
     /// When a run of one of its lists last completed.
     pub last_synced_at: Option<DateTime<Utc>>,
 }
+crate::from_row!(AccountSummary {
+    id,
+    name,
+    paused,
+    max_concurrency,
+    slots_in_use,
+    lists,
+    mailchimp_key_hint,
+    destination_key_hint,
+    destination_url,
+    last_synced_at
+});
 
 /// Accounts by name after `after_name` (the previous page's last), at most `limit`, each with
 /// its list count, slots in use and last successful sync (index probes per account: the page
@@ -390,12 +424,16 @@ pub async fn summaries(
 }
 
 /// An account's two stored keys, still sealed.
-#[derive(sqlx::FromRow)]
 struct SealedKeys {
     id: i64,
     mailchimp_key: Vec<u8>,
     destination_key: Vec<u8>,
 }
+crate::from_row!(SealedKeys {
+    id,
+    mailchimp_key,
+    destination_key
+});
 
 impl SealedKeys {
     fn fields(&self) -> [(SecretField, &[u8]); 2] {

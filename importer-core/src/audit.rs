@@ -7,9 +7,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// Where an action came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Via {
     /// `importer-admin` on the command line.
     Cli,
@@ -17,10 +16,11 @@ pub enum Via {
     Dashboard,
 }
 
+crate::text_enum!(Via { Cli => "cli", Dashboard => "dashboard" });
+
 /// What came of an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Outcome {
     /// It was done.
     Ok,
@@ -29,6 +29,8 @@ pub enum Outcome {
     /// It failed with an error.
     Failed,
 }
+
+crate::text_enum!(Outcome { Ok => "ok", Refused => "refused", Failed => "failed" });
 
 /// An action to record.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +50,7 @@ pub struct NewEntry {
 }
 
 /// A row of `importer.audit_log`.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
     /// Row id (newer rows have larger ids).
     pub id: i64,
@@ -67,6 +69,16 @@ pub struct Entry {
     /// The result or the error.
     pub detail: Option<String>,
 }
+crate::from_row!(Entry {
+    id,
+    at,
+    actor,
+    via,
+    action,
+    objects,
+    outcome,
+    detail
+});
 
 /// Which rows [`list`] returns, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -145,7 +145,7 @@ pub struct Healing {
 
 /// What an audit found and did (`importer.audit_results`, newest per list in
 /// `importer.list_audits`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditResult {
     /// The audit run.
     pub run_id: i64,
@@ -179,6 +179,23 @@ pub struct AuditResult {
     /// stale ones neither delivered, deferred nor rejected.
     pub unhealed: i64,
 }
+crate::from_row!(AuditResult {
+    run_id,
+    list_id,
+    members_seen,
+    missing,
+    stale,
+    healed,
+    deferred,
+    rejected,
+    deleted,
+    deleted_new,
+    mailchimp_requests,
+    mailchimp_bytes,
+    redeliver,
+    concluded_at,
+    unhealed
+});
 
 impl AuditResult {
     /// Response bytes per member seen.
@@ -303,7 +320,7 @@ pub async fn latest(pool: &PgPool, list_id: i64) -> Result<Option<AuditResult>, 
 }
 
 /// A member we delivered that is gone from Mailchimp.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeletedMember {
     /// Mailchimp's member id.
     pub member_id: String,
@@ -314,6 +331,12 @@ pub struct DeletedMember {
     /// That audit run.
     pub noticed_by: i64,
 }
+crate::from_row!(DeletedMember {
+    member_id,
+    last_changed,
+    noticed_at,
+    noticed_by
+});
 
 /// The members of `list_id` gone from Mailchimp, oldest noticed first, at most `limit`, and
 /// how many there are. Errors are database failures.

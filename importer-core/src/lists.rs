@@ -72,7 +72,6 @@ pub struct List {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct ListRow {
     id: i64,
     account_id: i64,
@@ -86,6 +85,19 @@ struct ListRow {
     audit_every_us: Option<i64>,
     created_at: DateTime<Utc>,
 }
+crate::from_row!(ListRow {
+    id,
+    account_id,
+    mailchimp_list_id,
+    name,
+    schedule_us,
+    enabled,
+    synced_until,
+    sync_lag_us,
+    always_post,
+    audit_every_us,
+    created_at
+});
 
 impl From<ListRow> for List {
     fn from(row: ListRow) -> Self {
@@ -327,7 +339,7 @@ where
 }
 
 /// A list as the dashboard's lists page shows it: schedule, cursor, last run, behind or not.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ListSummary {
     /// The list id.
     pub id: i64,
@@ -364,6 +376,25 @@ pub struct ListSummary {
     /// Members we delivered that are gone from Mailchimp (`importer.deleted_members`).
     pub deleted_members: i64,
 }
+crate::from_row!(ListSummary {
+    id,
+    account_id,
+    account,
+    account_paused,
+    mailchimp_list_id,
+    name,
+    schedule_secs,
+    enabled,
+    synced_until,
+    behind,
+    lag_secs,
+    last_run_id,
+    last_run_status,
+    last_run_at,
+    last_audit_at,
+    audit_unhealed,
+    deleted_members
+});
 
 /// Which lists [`summaries`] returns, by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -420,7 +451,7 @@ pub async fn summaries(
 }
 
 /// A row of `importer.lists_behind_schedule`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BehindList {
     /// The list.
     pub list_id: i64,
@@ -447,6 +478,20 @@ pub struct BehindList {
     /// That run's status.
     pub active_run_status: Option<String>,
 }
+crate::from_row!(BehindList {
+    list_id,
+    mailchimp_list_id,
+    list_name,
+    account_id,
+    account,
+    account_paused,
+    schedule_secs,
+    synced_until,
+    lag_secs,
+    last_completed_at,
+    active_run_id,
+    active_run_status
+});
 
 /// Lists behind their schedule, worst first (never synced, then the oldest cursor), at most
 /// `limit`. Errors are database failures.

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// A row of `importer.rejected_records` as operators read it.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RejectedRow {
     /// Row id.
     pub id: i64,
@@ -27,6 +27,17 @@ pub struct RejectedRow {
     /// When it was rejected.
     pub created_at: DateTime<Utc>,
 }
+crate::from_row!(RejectedRow {
+    id,
+    run_id,
+    list_id,
+    member_id,
+    email,
+    code,
+    reason,
+    excerpt,
+    created_at
+});
 
 /// Which rejected records [`list`] returns, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -17,9 +17,8 @@ use sqlx::PgPool;
 use crate::queue::Interval;
 
 /// Where a run is in its life; stored as text in `runs.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunStatus {
     /// Created; its plan job has not completed yet.
     Planning,
@@ -33,18 +32,9 @@ pub enum RunStatus {
     Cancelled,
 }
 
-impl RunStatus {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Planning => "planning",
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
+crate::text_enum!(RunStatus { Planning => "planning", Running => "running", Completed => "completed", Failed => "failed", Cancelled => "cancelled" });
 
+impl RunStatus {
     /// Planning or running (at most one such run per list).
     pub fn is_active(self) -> bool {
         matches!(self, RunStatus::Planning | RunStatus::Running)
@@ -58,9 +48,8 @@ impl fmt::Display for RunStatus {
 }
 
 /// Full (no lower bound) or incremental (since a cursor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunMode {
     /// Every member changed before `until`.
     Full,
@@ -70,16 +59,7 @@ pub enum RunMode {
     Audit,
 }
 
-impl RunMode {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunMode::Full => "full",
-            RunMode::Incremental => "incremental",
-            RunMode::Audit => "audit",
-        }
-    }
-}
+crate::text_enum!(RunMode { Full => "full", Incremental => "incremental", Audit => "audit" });
 
 impl fmt::Display for RunMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,9 +68,8 @@ impl fmt::Display for RunMode {
 }
 
 /// Who created a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Trigger {
     /// `importer.tick`, for a schedule slot.
     Schedule,
@@ -98,8 +77,10 @@ pub enum Trigger {
     Admin,
 }
 
+crate::text_enum!(Trigger { Schedule => "schedule", Admin => "admin" });
+
 /// A row of `importer.runs`.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     /// The run id.
     pub id: i64,
@@ -154,6 +135,34 @@ pub struct Run {
     /// Why it failed or was cancelled.
     pub error: Option<String>,
 }
+crate::from_row!(Run {
+    id,
+    list_id,
+    account_id,
+    mode,
+    since,
+    until,
+    status,
+    trigger,
+    scheduled_for,
+    members_total,
+    jobs_total,
+    jobs_pending,
+    jobs_done,
+    jobs_dead,
+    jobs_cancelled,
+    records_imported,
+    records_rejected,
+    records_unchanged,
+    window_events,
+    members_read,
+    mailchimp_requests,
+    planning_requests,
+    created_at,
+    started_at,
+    finished_at,
+    error
+});
 
 /// Which window an operator's run covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,14 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 /// Records imported in one minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Minute {
     /// The minute's start.
     pub minute: DateTime<Utc>,
     /// Records the destination accepted in it.
     pub records: i64,
 }
+crate::from_row!(Minute { minute, records });
 
 /// Every minute of the last `minutes` minutes, oldest first, the current one included; minutes
 /// with no import count 0. Errors are database failures.

@@ -11,7 +11,7 @@ use sqlx::PgExecutor;
 use crate::runs::RunMode;
 
 /// A run the tick created (with its `plan_run` job).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickedRun {
     /// The new run.
     pub run_id: i64,
@@ -22,6 +22,12 @@ pub struct TickedRun {
     /// Full (the list was never synced), incremental (since its cursor) or audit.
     pub mode: RunMode,
 }
+crate::from_row!(TickedRun {
+    run_id,
+    list_id,
+    account_id,
+    mode
+});
 
 /// Why a tick failed.
 #[derive(Debug, thiserror::Error)]

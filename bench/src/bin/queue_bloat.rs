@@ -37,7 +37,7 @@ struct Cli {
 }
 
 /// The jobs table as PostgreSQL reports it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Sample {
     table_bytes: i64,
     index_bytes: i64,
@@ -46,6 +46,14 @@ struct Sample {
     autovacuums: i64,
     queued: i64,
 }
+importer_core::from_row!(Sample {
+    table_bytes,
+    index_bytes,
+    live,
+    dead,
+    autovacuums,
+    queued
+});
 
 async fn sample(pool: &PgPool) -> anyhow::Result<Sample> {
     Ok(sqlx::query_as(

@@ -8,9 +8,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::{JobKind, QueueError};
 
 /// Why a job died; stored in `dead_jobs.reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum DeadReason {
     /// Retryable errors used every attempt.
     Exhausted,
@@ -20,8 +19,10 @@ pub enum DeadReason {
     LeaseExpired,
 }
 
+crate::text_enum!(DeadReason { Exhausted => "exhausted", Permanent => "permanent", LeaseExpired => "lease_expired" });
+
 /// A row of `importer.dead_jobs`.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeadJob {
     /// The id the job had in the queue (kept on requeue).
     pub id: i64,
@@ -50,6 +51,21 @@ pub struct DeadJob {
     /// When it died.
     pub died_at: DateTime<Utc>,
 }
+crate::from_row!(DeadJob {
+    id,
+    kind,
+    args,
+    account_id,
+    run_id,
+    attempts,
+    max_attempts,
+    last_error,
+    errors,
+    errors_total,
+    reason,
+    created_at,
+    died_at
+});
 
 /// Which dead jobs [`list_dead`] returns (all conditions must hold), newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,7 +87,7 @@ pub struct DeadFilter {
 }
 
 /// Dead jobs sharing one last error, among a sample of the newest matching a filter.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadGroup {
     /// The last error they share.
     pub error: Option<String>,
@@ -82,6 +98,12 @@ pub struct DeadGroup {
     /// When the newest of them died.
     pub last_died_at: DateTime<Utc>,
 }
+crate::from_row!(DeadGroup {
+    error,
+    jobs,
+    runs,
+    last_died_at
+});
 
 /// What a bulk requeue or purge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

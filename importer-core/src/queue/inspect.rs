@@ -8,9 +8,8 @@ use sqlx::PgPool;
 use super::QueueError;
 
 /// A job's state as `importer.queue_depth` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum JobState {
     /// Claimable now.
     Waiting,
@@ -22,8 +21,10 @@ pub enum JobState {
     Expired,
 }
 
+crate::text_enum!(JobState { Waiting => "waiting", Scheduled => "scheduled", Running => "running", Expired => "expired" });
+
 /// One row of `importer.queue_depth`: jobs of one account in one state.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueueDepthRow {
     /// The account.
     pub account_id: i64,
@@ -42,9 +43,19 @@ pub struct QueueDepthRow {
     /// Earliest `run_after` among them.
     pub next_run_after: DateTime<Utc>,
 }
+crate::from_row!(QueueDepthRow {
+    account_id,
+    account,
+    paused,
+    state,
+    jobs,
+    slots,
+    oldest_age_secs,
+    next_run_after
+});
 
 /// One row of `importer.leases`: the jobs one worker holds.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeaseRow {
     /// The worker id (`jobs.locked_by`).
     pub worker: String,
@@ -61,6 +72,15 @@ pub struct LeaseRow {
     /// The earliest lease expiry.
     pub next_expiry: DateTime<Utc>,
 }
+crate::from_row!(LeaseRow {
+    worker,
+    jobs,
+    live,
+    slots,
+    expired,
+    accounts,
+    next_expiry
+});
 
 /// Queue depth per account and state, by account name then state. Errors are database failures.
 pub async fn queue_depth(pool: &PgPool) -> Result<Vec<QueueDepthRow>, QueueError> {
@@ -146,7 +166,7 @@ pub async fn state_counts(pool: &PgPool, cap: i64) -> Result<StateCounts, QueueE
 }
 
 /// One row of `importer.workers`: a worker seen through the leases it holds.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WorkerRow {
     /// The worker id (`jobs.locked_by`).
     pub worker: String,
@@ -161,6 +181,14 @@ pub struct WorkerRow {
     /// Seconds since then.
     pub since_last_beat_secs: Option<f64>,
 }
+crate::from_row!(WorkerRow {
+    worker,
+    jobs,
+    slots,
+    expired,
+    last_beat,
+    since_last_beat_secs
+});
 
 /// Workers holding jobs, most recently beating first. Errors are database failures.
 pub async fn workers(pool: &PgPool) -> Result<Vec<WorkerRow>, QueueError> {

@@ -69,9 +69,8 @@ pub const NOTIFY_CHANNEL: &str = "importer_jobs";
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
 /// What a job does; stored as text in `jobs.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum JobKind {
     /// Count the run's window on Mailchimp and enqueue its `import_window` jobs.
     PlanRun,
@@ -84,17 +83,7 @@ pub enum JobKind {
     Noop,
 }
 
-impl JobKind {
-    /// The name stored in the database (`plan_run`, `import_window`, `audit_list`, `noop`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::PlanRun => "plan_run",
-            JobKind::ImportWindow => "import_window",
-            JobKind::AuditList => "audit_list",
-            JobKind::Noop => "noop",
-        }
-    }
-}
+crate::text_enum!(JobKind { PlanRun => "plan_run", ImportWindow => "import_window", AuditList => "audit_list", Noop => "noop" });
 
 impl fmt::Display for JobKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,7 +164,7 @@ pub(super) const LEASED_COLUMNS: &str = "j.id, j.kind, j.args, j.account_id, j.r
                        j.locked_until";
 
 /// A job leased by [`claim`]: the holder must settle it before `locked_until` (or heartbeat).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct ClaimedJob {
     /// The job id.
     pub id: i64,
@@ -198,6 +187,18 @@ pub struct ClaimedJob {
     /// When the lease expires unless extended by [`heartbeat`].
     pub locked_until: DateTime<Utc>,
 }
+crate::from_row!(ClaimedJob {
+    id,
+    kind,
+    args,
+    account_id,
+    run_id,
+    attempt,
+    lease_token,
+    snoozes,
+    max_attempts,
+    locked_until
+});
 
 impl ClaimedJob {
     /// The fence that every state change of this claim is conditioned on.
