@@ -28,8 +28,8 @@ macro_rules! from_row {
     };
 }
 
-/// Gives a field-less enum its database name per variant: `as_str`, and sqlx's `Type`, `Encode`
-/// and `Decode` for PostgreSQL as `text` (what `#[derive(sqlx::Type)]` with
+/// Gives a field-less enum its database name per variant: `as_str`, `Display` (that name), and
+/// sqlx's `Type`, `Encode` and `Decode` for PostgreSQL as `text` (what `#[derive(sqlx::Type)]` with
 /// `#[sqlx(type_name = "text")]` does). Decoding an unknown name is an error naming the type.
 #[macro_export]
 macro_rules! text_enum {
@@ -40,6 +40,12 @@ macro_rules! text_enum {
                 match self {
                     $($ty::$variant => $text,)+
                 }
+            }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
 

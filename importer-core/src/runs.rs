@@ -8,8 +8,6 @@
 //! `importer.finish_run` trigger, and the cursor moves with coverage, range by range
 //! (`importer.cover`), never over an interval that was not delivered.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -32,18 +30,18 @@ pub enum RunStatus {
     Cancelled,
 }
 
-crate::text_enum!(RunStatus { Planning => "planning", Running => "running", Completed => "completed", Failed => "failed", Cancelled => "cancelled" });
+crate::text_enum!(RunStatus {
+    Planning => "planning",
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
 
 impl RunStatus {
     /// Planning or running (at most one such run per list).
     pub fn is_active(self) -> bool {
         matches!(self, RunStatus::Planning | RunStatus::Running)
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -60,12 +58,6 @@ pub enum RunMode {
 }
 
 crate::text_enum!(RunMode { Full => "full", Incremental => "incremental", Audit => "audit" });
-
-impl fmt::Display for RunMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Who created a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,7 +19,11 @@ pub enum DeadReason {
     LeaseExpired,
 }
 
-crate::text_enum!(DeadReason { Exhausted => "exhausted", Permanent => "permanent", LeaseExpired => "lease_expired" });
+crate::text_enum!(DeadReason {
+    Exhausted => "exhausted",
+    Permanent => "permanent",
+    LeaseExpired => "lease_expired",
+});
 
 /// A row of `importer.dead_jobs`.
 #[derive(Debug, Clone, PartialEq)]

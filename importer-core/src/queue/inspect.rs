@@ -21,7 +21,12 @@ pub enum JobState {
     Expired,
 }
 
-crate::text_enum!(JobState { Waiting => "waiting", Scheduled => "scheduled", Running => "running", Expired => "expired" });
+crate::text_enum!(JobState {
+    Waiting => "waiting",
+    Scheduled => "scheduled",
+    Running => "running",
+    Expired => "expired",
+});
 
 /// One row of `importer.queue_depth`: jobs of one account in one state.
 #[derive(Debug, Clone, PartialEq, Serialize)]

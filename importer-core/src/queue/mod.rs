@@ -32,7 +32,6 @@ mod leasing;
 mod progress;
 mod release;
 
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -83,13 +82,12 @@ pub enum JobKind {
     Noop,
 }
 
-crate::text_enum!(JobKind { PlanRun => "plan_run", ImportWindow => "import_window", AuditList => "audit_list", Noop => "noop" });
-
-impl fmt::Display for JobKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::text_enum!(JobKind {
+    PlanRun => "plan_run",
+    ImportWindow => "import_window",
+    AuditList => "audit_list",
+    Noop => "noop",
+});
 
 /// A job kind name that is not one of [`JobKind`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
