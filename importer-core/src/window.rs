@@ -179,6 +179,27 @@ pub fn probe_offsets(members: u64, ranges: usize) -> Vec<u64> {
     (1..k).map(|j| j * members / k).collect()
 }
 
+/// Whether boundaries probed at `offsets` before the count was known split a gap of `members`
+/// too unevenly to keep. They do when their largest range holds more than one page per slot
+/// beyond an even split into `range_count(members, max_ranges)`: lanes would then even the
+/// tail out over more than one page latency of partly idle slots, while probing again costs
+/// one one-member request (about two thirds of a page's latency). A first full sync of a list
+/// far larger than `max_ranges × RANGE_MEMBERS` is the case this catches.
+pub fn guess_is_uneven(members: u64, offsets: &[u64], max_ranges: usize) -> bool {
+    let even = members.div_ceil(range_count(members, max_ranges) as u64);
+    let mut cuts: Vec<u64> = offsets.iter().copied().filter(|&o| o < members).collect();
+    cuts.sort_unstable();
+    cuts.push(members);
+    let mut lo = 0;
+    let mut largest = 0;
+    for cut in cuts {
+        largest = largest.max(cut - lo);
+        lo = cut;
+    }
+    let slots = u64::try_from(max_ranges.max(1)).unwrap_or(1);
+    largest.saturating_sub(even) > slots * PAGE_SIZE
+}
+
 /// Splits `gap` at the probed seconds: boundaries outside `(lo, hi)` and repeats are dropped
 /// (a probe that fell in the gap's first second, or two probes in one bulk second).
 pub fn split_gap(gap: Range, mut boundaries: Vec<DateTime<Utc>>) -> Vec<Range> {
@@ -286,6 +307,23 @@ mod tests {
         assert_eq!(range_count(10_000_000, 10), 10);
         assert_eq!(probe_offsets(200_000, 4), vec![50_000, 100_000, 150_000]);
         assert!(probe_offsets(5, 1).is_empty());
+    }
+
+    #[test]
+    fn guessed_boundaries_are_probed_again_only_when_far_from_even() {
+        let guess = |slots: u64| -> Vec<u64> { (1..slots).map(|j| j * RANGE_MEMBERS).collect() };
+        // a first full sync of 1,000,000 on 10 slots: the last guessed range holds 820,000
+        assert!(guess_is_uneven(1_000_000, &guess(10), 10));
+        // exactly the guess, or a little more or less: kept
+        assert!(!guess_is_uneven(200_000, &guess(10), 10));
+        assert!(!guess_is_uneven(205_000, &guess(10), 10));
+        assert!(!guess_is_uneven(195_000, &guess(10), 10));
+        // probes past the end: fewer ranges, even enough while within a page per slot
+        assert!(!guess_is_uneven(30_000, &guess(10), 10));
+        assert!(guess_is_uneven(30_000, &guess(2), 2));
+        // one range wanted: nothing to even out
+        assert!(!guess_is_uneven(900, &guess(10), 10));
+        assert!(!guess_is_uneven(0, &[], 1));
     }
 
     #[test]

@@ -249,3 +249,34 @@ async fn contacts_changing_mid_run_are_delivered_by_this_run_or_the_next(pool: P
     assert_completed(&second);
     h.assert_destination_matches();
 }
+
+/// A first full sync knows no count when it guesses its range boundaries (`RANGE_MEMBERS`
+/// apart). On 2 slots a list of 30,000 gets the guess 20,000 + 10,000, more than a page per slot
+/// from even, so planning probes once more at the count (15,000): 3 planning requests, and still
+/// every member once. A list of 900 wants one range whatever the guess: 2 planning requests.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_first_full_sync_probes_again_when_its_guessed_ranges_are_far_from_even(pool: PgPool) {
+    let mut h = Harness::start(pool, fast_sim()).await;
+    h.add_account("reprobe", &[30_000, 900], 2).await;
+    let worker = h.spawn_worker(h.worker_config(4)).await;
+    let started = h.start_runs().await;
+    let ids: Vec<i64> = started.iter().map(|r| r.id).collect();
+    let finished = h.wait_finished(&ids, Duration::from_secs(120)).await;
+    worker.stop().await;
+    let lists = h.accounts[0].lists.clone();
+    for run in &finished {
+        assert_completed(run);
+        let (size, planning) = if run.list_id == lists[0].id {
+            (30_000, 3)
+        } else {
+            (900, 2)
+        };
+        assert_eq!(run.members_total, Some(size));
+        assert_eq!(
+            run.planning_requests, planning,
+            "list {}: planning requests",
+            run.list_id
+        );
+    }
+    h.assert_destination_matches();
+}

@@ -3,7 +3,8 @@
 //! plan job. Empty gaps are recorded as covered at once (a run with nothing to read completes).
 //!
 //! Planning costs one one-member request per gap (its count and earliest second), one per range
-//! boundary, and once per process and Mailchimp host one more to learn whether
+//! boundary (twice for a single gap whose boundaries guessed before the count came out far from
+//! even, as on a large list's first full sync), and once per process and Mailchimp host one more to learn whether
 //! `since_last_changed` is inclusive (see `importer_core::window`). Those requests run in
 //! parallel on Mailchimp slots the plan job borrows from its account (`queue::borrow_slots`), so
 //! planning takes about two request latencies whatever the number of ranges.
@@ -15,8 +16,8 @@ use importer_core::mailchimp::{MailchimpAccount, Probe, SinceRule};
 use importer_core::queue::{self, ClaimedJob, Completion, Cost, Interval, JobKind, NewJob};
 use importer_core::runs;
 use importer_core::window::{
-    probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs, RANGES_PER_SLOT,
-    RANGE_MEMBERS,
+    guess_is_uneven, probe_offsets, range_count, share_ranges, split_gap, Range, RangeArgs,
+    RANGES_PER_SLOT, RANGE_MEMBERS,
 };
 
 use super::{credentials, read, JobContext, JobError};
@@ -139,8 +140,10 @@ impl Planner<'_> {
     /// and the boundaries are asked in one round: the boundaries' offsets come from what the
     /// previous run of the same kind counted (`estimate`), or for a first full sync from
     /// [`RANGE_MEMBERS`] per range; probes past the end simply find no member. Ranges that come
-    /// out uneven are evened out while they are read (lanes). With several gaps, or when the
-    /// `since_last_changed` rule must be learned, a second round asks for the boundaries.
+    /// out a little uneven are evened out while they are read (lanes); boundaries far from even
+    /// ([`guess_is_uneven`]) are probed again once the count is known. With several gaps, or
+    /// when the `since_last_changed` rule must be learned, a second round asks for the
+    /// boundaries.
     async fn plan(
         &self,
         gaps: &[Range],
@@ -154,6 +157,7 @@ impl Planner<'_> {
 
         // 1. count every gap (learning its earliest second); with one gap, its boundaries too
         let mut asks: Vec<Ask> = (0..gaps.len()).map(|gap| Ask::Count { gap }).collect();
+        let mut guessed: Vec<u64> = Vec::new();
         if gaps.len() == 1 {
             let (ranges, spacing) = match estimate {
                 Some(n) => {
@@ -163,10 +167,12 @@ impl Planner<'_> {
                 None if full => (cap, RANGE_MEMBERS),
                 None => (1, RANGE_MEMBERS),
             };
-            asks.extend((1..ranges as u64).map(|j| Ask::Boundary {
-                gap: 0,
-                offset: j * spacing,
-            }));
+            guessed = (1..ranges as u64).map(|j| j * spacing).collect();
+            asks.extend(
+                guessed
+                    .iter()
+                    .map(|&offset| Ask::Boundary { gap: 0, offset }),
+            );
         }
         let mut answers = self.ask(gaps, rule, asks).await?;
         requests += answers.len() as u64;
@@ -201,6 +207,28 @@ impl Planner<'_> {
                 }
             }
             let more = self.ask(gaps, rule, second).await?;
+            requests += more.len() as u64;
+            answers.extend(more);
+        } else if guess_is_uneven(members, &guessed, cap) {
+            // 2'. one gap whose guessed boundaries are far from even: probe again at the count
+            let offsets = probe_offsets(members, range_count(members, cap));
+            tracing::debug!(
+                members,
+                guessed = guessed.len(),
+                ranges = offsets.len() + 1,
+                "guessed range boundaries uneven; probing again"
+            );
+            answers.retain(|answer| !matches!(answer, Answer::Boundary { .. }));
+            let more = self
+                .ask(
+                    gaps,
+                    rule,
+                    offsets
+                        .into_iter()
+                        .map(|offset| Ask::Boundary { gap: 0, offset })
+                        .collect(),
+                )
+                .await?;
             requests += more.len() as u64;
             answers.extend(more);
         }
