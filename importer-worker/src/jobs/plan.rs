@@ -3,11 +3,12 @@
 //! plan job. Empty gaps are recorded as covered at once (a run with nothing to read completes).
 //!
 //! Planning costs one one-member request per gap (its count and earliest second), one per range
-//! boundary (twice for a single gap whose boundaries guessed before the count came out far from
-//! even, as on a large list's first full sync), and once per process and Mailchimp host one more to learn whether
-//! `since_last_changed` is inclusive (see `importer_core::window`). Those requests run in
-//! parallel on Mailchimp slots the plan job borrows from its account (`queue::borrow_slots`), so
-//! planning takes about two request latencies whatever the number of ranges.
+//! boundary (twice for a single gap whose boundaries, guessed before the count, came out far
+//! from even, as on a large list's first full sync), and once per process and Mailchimp host one
+//! more to learn whether `since_last_changed` is inclusive (see `importer_core::window`). Those
+//! requests run in parallel on Mailchimp slots the plan job borrows from its account
+//! (`queue::borrow_slots`), so planning takes about two request latencies whatever the number of
+//! ranges.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use futures::future::BoxFuture;
@@ -186,14 +187,15 @@ impl Planner<'_> {
         }
         let members: u64 = counts.iter().sum();
 
-        // 2. several gaps: boundaries in proportion to their sizes, and the since rule
+        // 2. several gaps: boundaries in proportion to their sizes, and the since rule; or one
+        // gap whose guessed boundaries came out far from even: boundaries again at the count
+        let mut second: Vec<Ask> = Vec::new();
         if gaps.len() > 1 {
             let shares: Vec<usize> = share_ranges(&counts, cap)
                 .into_iter()
                 .zip(&counts)
                 .map(|(share, &n)| share.min(range_count(n, cap)))
                 .collect();
-            let mut second: Vec<Ask> = Vec::new();
             for (gap, (&n, &share)) in counts.iter().zip(&shares).enumerate() {
                 second.extend(
                     probe_offsets(n, share)
@@ -206,11 +208,7 @@ impl Planner<'_> {
                     second.push(Ask::SinceRule { second: second_at });
                 }
             }
-            let more = self.ask(gaps, rule, second).await?;
-            requests += more.len() as u64;
-            answers.extend(more);
         } else if guess_is_uneven(members, &guessed, cap) {
-            // 2'. one gap whose guessed boundaries are far from even: probe again at the count
             let offsets = probe_offsets(members, range_count(members, cap));
             tracing::debug!(
                 members,
@@ -219,16 +217,14 @@ impl Planner<'_> {
                 "guessed range boundaries uneven; probing again"
             );
             answers.retain(|answer| !matches!(answer, Answer::Boundary { .. }));
-            let more = self
-                .ask(
-                    gaps,
-                    rule,
-                    offsets
-                        .into_iter()
-                        .map(|offset| Ask::Boundary { gap: 0, offset })
-                        .collect(),
-                )
-                .await?;
+            second.extend(
+                offsets
+                    .into_iter()
+                    .map(|offset| Ask::Boundary { gap: 0, offset }),
+            );
+        }
+        if !second.is_empty() {
+            let more = self.ask(gaps, rule, second).await?;
             requests += more.len() as u64;
             answers.extend(more);
         }
