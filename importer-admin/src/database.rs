@@ -5,7 +5,7 @@ use std::io;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// How long one connection attempt may take before we report the server unreachable.
@@ -98,8 +98,7 @@ pub async fn connect(options: &PgConnectOptions, size: u32) -> Result<PgPool, Co
             let _ = probe.close().await;
         }
     }
-    Ok(PgPoolOptions::new()
-        .max_connections(size)
+    Ok(importer_core::pool::options(size)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with(options))
 }

@@ -6,7 +6,8 @@
 //!   member-to-record mapping ([`mapping`]) and rejected members ([`rejection`]);
 //! - the sync engine: the window and its ranges ([`window`]), and the lossless reading of one
 //!   range while contacts change ([`range_reader`]);
-//! - deployment settings such as the sync lag ([`settings`]);
+//! - deployment settings such as the sync lag ([`settings`]), and how pools check connections
+//!   ([`pool`]);
 //! - what operators did ([`audit`]) and records imported per minute ([`throughput`]).
 
 #![warn(unreachable_pub, missing_docs)]
@@ -25,6 +26,7 @@ pub mod list_audit;
 pub mod lists;
 pub mod mailchimp;
 pub mod mapping;
+pub mod pool;
 pub mod queue;
 pub mod range_reader;
 pub mod rejected;

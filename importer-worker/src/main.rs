@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Parser;
 use importer_core::secrets::SecretBox;
 use importer_worker::{init_tracing, LogFormat, WorkerConfig};
-use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 /// Runs import jobs from the PostgreSQL queue. Scale by starting more processes.
@@ -46,8 +45,7 @@ async fn connect(url: &str, size: u32) -> anyhow::Result<sqlx::PgPool> {
     let mut delay = Duration::from_millis(250);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match PgPoolOptions::new()
-            .max_connections(size)
+        match importer_core::pool::options(size)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await

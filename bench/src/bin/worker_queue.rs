@@ -20,7 +20,7 @@ use importer_bench::{ms, quantile, BenchDb};
 use importer_core::queue::{self, JobKind, NewJob};
 use importer_core::secrets::SecretBox;
 use importer_worker::WorkerConfig;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -116,8 +116,7 @@ async fn worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
         tick_secs: 0,
         ..WorkerConfig::default()
     };
-    let pool = PgPoolOptions::new()
-        .max_connections(config.pool_size())
+    let pool = importer_core::pool::options(config.pool_size())
         .connect(url)
         .await?;
     let shutdown = CancellationToken::new();

@@ -6,61 +6,15 @@
 //! clears the holder's slot and leases the next waiting job (with a slot) atomically, so the
 //! account's live slot count never changes and no account lock is needed: the cap cannot be
 //! exceeded by a one-for-one swap, whatever concurrent claims do (they count either the old or
-//! the new slot, never both or neither).
+//! the new slot, never both or neither). The statement is the SQL function
+//! `importer.handoff_slot`, which grants the lease with `importer.grant_leases` like the claim.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::PgPool;
 
 use super::leasing::SLOT_GRACE;
-use super::{micros, ClaimedJob, Fence, QueueError, GRANT_LEASE, LEASED_COLUMNS};
-
-/// The handoff statement: `$1`/`$2` the fence, `$3` the worker, `$4` the lease and `$5` the slot
-/// grace in microseconds; formatted once, so its text never changes.
-static HANDOFF: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH mine AS MATERIALIZED (
-             SELECT account_id, 1 + extra_slots AS own FROM importer.jobs
-              WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL AND holds_slot
-         ),
-         released AS (
-             UPDATE importer.jobs SET holds_slot = false, extra_slots = 0
-              WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL AND holds_slot
-             RETURNING account_id
-         ),
-         -- Live slots of the account besides ours (as claim counts them): the swap may only
-         -- take a new slot while that leaves the account within its cap, which an operator may
-         -- just have lowered.
-         room AS (
-             SELECT a.id AS account_id
-               FROM mine m
-               JOIN importer.accounts a ON a.id = m.account_id AND NOT a.paused
-              WHERE (SELECT coalesce(sum(1 + s.extra_slots), 0) FROM importer.jobs s
-                      WHERE s.account_id = m.account_id AND s.holds_slot
-                        AND s.locked_until > now() - $5 * interval '1 microsecond')
-                    - m.own < a.max_concurrency
-         ),
-         next AS (
-             SELECT j.id
-               FROM importer.jobs j
-               JOIN room r ON j.account_id = r.account_id
-              WHERE j.locked_until IS NULL AND j.run_after <= now()
-              ORDER BY j.run_after, j.id
-              LIMIT 1
-                FOR UPDATE OF j SKIP LOCKED
-         ),
-         claimed AS (
-             UPDATE importer.jobs j
-                SET {GRANT_LEASE}
-               FROM next
-              WHERE j.id = next.id AND j.locked_until IS NULL
-             RETURNING {LEASED_COLUMNS}
-         )
-         SELECT (SELECT count(*) FROM released),
-                (SELECT to_jsonb(c) FROM claimed c)"
-    )
-});
+use super::{micros, ClaimedJob, Fence, QueueError};
 
 /// What a [`handoff_slot`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,15 +30,16 @@ pub enum Handoff {
 
 /// Clears `fence`'s slot and, in the same statement, leases the next waiting job of the same
 /// account to `worker_id` with that slot, unless the account is paused or its other live slots
-/// already reach its `max_concurrency` (lowered meanwhile): then the slot is only released. Errors are database failures, and then nothing changes.
+/// already reach its `max_concurrency` (lowered meanwhile): then the slot is only released.
+/// Errors are database failures, and then nothing changes.
 pub async fn handoff_slot(
     pool: &PgPool,
     fence: Fence,
     worker_id: &str,
     lease: Duration,
 ) -> Result<Handoff, QueueError> {
-    let (released, next): (i64, Option<sqlx::types::Json<ClaimedJob>>) =
-        sqlx::query_as(HANDOFF.as_str())
+    let (released, next): (bool, Option<sqlx::types::Json<ClaimedJob>>) =
+        sqlx::query_as("SELECT released, next FROM importer.handoff_slot($1, $2, $3, $4, $5)")
             .bind(fence.job_id)
             .bind(fence.token)
             .bind(worker_id)
@@ -93,7 +48,7 @@ pub async fn handoff_slot(
             .fetch_one(pool)
             .await?;
     Ok(match (released, next) {
-        (0, _) => Handoff::Fenced,
+        (false, _) => Handoff::Fenced,
         (_, None) => Handoff::Released,
         (_, Some(job)) => Handoff::Next(job.0),
     })

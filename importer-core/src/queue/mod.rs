@@ -145,22 +145,6 @@ impl NewJob {
     }
 }
 
-/// What granting a lease sets on the job row `j`, the one definition the claim and the slot
-/// handoff share: the attempt it spends, a fresh token from `importer.lease_tokens` (the fence,
-/// never reused), the holder (`$3`), the lease's end (`$4` microseconds from now) and its
-/// Mailchimp slot.
-pub(super) const GRANT_LEASE: &str = "attempts = j.attempts + 1,
-                    lease_token = nextval('importer.lease_tokens'),
-                    locked_by = $3,
-                    locked_until = now() + $4 * interval '1 microsecond',
-                    leased_at = now(),
-                    holds_slot = true";
-
-/// The columns of a just-leased row `j`, as [`ClaimedJob`] reads them.
-pub(super) const LEASED_COLUMNS: &str = "j.id, j.kind, j.args, j.account_id, j.run_id,
-                       j.attempts AS attempt, j.lease_token, j.snoozes, j.max_attempts,
-                       j.locked_until";
-
 /// A job leased by [`claim`]: the holder must settle it before `locked_until` (or heartbeat).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct ClaimedJob {
