@@ -5,8 +5,8 @@
 //! and heartbeat, and on an idle worker half of a one-statement claim's pickup. A connection
 //! used moments ago was alive then: like HikariCP's `aliveBypassWindowMs` (500 ms), only a
 //! connection idle for at least [`PING_AFTER_IDLE`] is pinged. A connection that died within
-//! that window (PostgreSQL restarted) fails its next statement instead, and is dropped; every
-//! caller already handles a failed statement (retry, back off, or let the lease expire).
+//! that window (PostgreSQL restarted) may fail its next statement instead, and is dropped;
+//! every caller already handles a failed statement (retry, back off, or let the lease expire).
 
 use std::time::Duration;
 
