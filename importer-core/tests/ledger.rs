@@ -155,6 +155,30 @@ async fn a_fenced_checkpoint_writes_nothing_to_the_ledger(pool: PgPool) {
     .unwrap();
     assert_eq!(outcome, queue::CheckpointOutcome::Fenced);
     assert!(rows(&pool, list).await.is_empty());
+
+    // A lease that ran out still names its holder: the ledger rows written before the fence
+    // is checked under the run lock are rolled back with the refused checkpoint.
+    let job = claim_one(&pool, "w").await;
+    sqlx::query(
+        "UPDATE importer.jobs SET locked_until = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(job.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let outcome = queue::checkpoint(
+        &pool,
+        job.fence(),
+        &Checkpoint {
+            args: job.args.clone(),
+            ledger: vec![delivery(HEX, "Ann", 100)],
+            ..Checkpoint::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, queue::CheckpointOutcome::Fenced);
+    assert!(rows(&pool, list).await.is_empty());
 }
 
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
@@ -253,4 +277,94 @@ async fn a_cancelled_audit_drops_what_its_scan_stored(pool: PgPool) {
     assert_eq!(seen().await, 3);
     importer_core::runs::cancel(&pool, audit.id).await.unwrap();
     assert_eq!(seen().await, 0);
+}
+
+/// Whether a backend of this database waits for a lock in a statement that locks a run
+/// (`run_lock`) while it holds a lock on the ledger; polls until one waits.
+async fn waits_for_the_run_with_the_ledger_written(pool: &PgPool) -> Option<bool> {
+    for _ in 0..500 {
+        let seen: Option<bool> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l
+                             WHERE l.pid = a.pid AND l.granted
+                               AND l.relation = 'importer.ledger'::regclass)
+               FROM pg_stat_activity a
+              WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'
+                AND a.query LIKE '%run_lock%'",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if seen.is_some() {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn lock_run(pool: &PgPool, run: i64) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM importer.runs WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(run)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    holder
+}
+
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn checkpoints_and_completions_write_their_ledger_rows_before_they_queue_on_the_run_row(
+    pool: PgPool,
+) {
+    // Regression: the ledger was written after the run row was locked, so the jobs of one run
+    // wrote their pages one after another. Here another transaction holds the run row; the
+    // checkpoint, then the completion, must have written their ledger rows (holding a lock on
+    // the ledger) by the time they wait for it.
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = planned_run(&pool, list, 1).await;
+    let job = claim_one(&pool, "w").await;
+
+    let holder = lock_run(&pool, run).await;
+    let checkpoint = tokio::spawn({
+        let (pool, fence, args) = (pool.clone(), job.fence(), job.args.clone());
+        async move {
+            let checkpoint = Checkpoint {
+                args,
+                records_imported: 1,
+                ledger: vec![delivery(HEX, "Ann", 100)],
+                ..Checkpoint::default()
+            };
+            queue::checkpoint(&pool, fence, &checkpoint).await
+        }
+    });
+    assert_eq!(
+        waits_for_the_run_with_the_ledger_written(&pool).await,
+        Some(true),
+        "the checkpoint waits for the run row with its ledger rows written"
+    );
+    holder.rollback().await.unwrap();
+    let outcome = checkpoint.await.unwrap().unwrap();
+    assert!(matches!(outcome, queue::CheckpointOutcome::Recorded { .. }));
+    assert_eq!(rows(&pool, list).await.len(), 1);
+
+    let holder = lock_run(&pool, run).await;
+    let completion = tokio::spawn({
+        let (pool, fence) = (pool.clone(), job.fence());
+        async move {
+            let completion = Completion {
+                records_imported: 1,
+                ledger: vec![delivery("b", "Bob", 100)],
+                ..Completion::default()
+            };
+            queue::complete(&pool, fence, completion).await
+        }
+    });
+    assert_eq!(
+        waits_for_the_run_with_the_ledger_written(&pool).await,
+        Some(true),
+        "the completion waits for the run row with its ledger rows written"
+    );
+    holder.rollback().await.unwrap();
+    assert!(!completion.await.unwrap().unwrap().is_fenced());
+    assert_eq!(rows(&pool, list).await.len(), 2);
 }

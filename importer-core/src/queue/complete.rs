@@ -2,7 +2,7 @@
 //! rejected records and its child jobs), singly or in batches for the high-throughput path.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 use super::enqueue::insert_jobs;
 use super::{fence_arrays, Fence, JobKind, NewJob, QueueError};
@@ -118,6 +118,7 @@ pub async fn complete(
     completion: Completion,
 ) -> Result<CompleteOutcome, QueueError> {
     let mut tx = pool.begin().await?;
+    write_ledger_first(&mut tx, fence, &completion.ledger).await?;
     // The run row first, then the job row: the lock order of every path that counts on runs.
     let gone: Option<(JobKind, Option<i64>)> = sqlx::query_as(
         "WITH run_lock AS MATERIALIZED (
@@ -154,7 +155,6 @@ pub async fn complete(
     if !completion.rejected.is_empty() {
         insert_rejected(&mut *tx, run_id, &completion.rejected).await?;
     }
-    ledger::record(&mut *tx, run_id, &completion.ledger).await?;
     // Coverage first: the counter update below may finish the run, and finishing settles the
     // run's coverage (importer.settle_run), this job's included.
     if !completion.covered.is_empty() {
@@ -197,6 +197,35 @@ pub async fn complete(
     Ok(CompleteOutcome::Completed {
         run_finished: finished.then_some(status),
     })
+}
+
+/// Writes a holder's ledger rows, first thing in its checkpoint or completion transaction:
+/// before the run row is locked. The ledger is the heavy part of a page's transaction (a row per
+/// member), so written under the run lock it made the jobs of one run checkpoint one after
+/// another (at 1,000,000 members, ~100 ms per checkpoint against ~10 ms alone). Ledger rows are
+/// written in member-key order (`ledger::record`), so two writers cannot deadlock on them, and
+/// no path writes the ledger after locking a run. A lost fence writes nothing here, and the
+/// statement that locks the run finds the fence gone and the transaction is rolled back.
+pub(super) async fn write_ledger_first(
+    tx: &mut PgConnection,
+    fence: Fence,
+    deliveries: &[Delivery],
+) -> Result<(), QueueError> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let run_id: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT run_id FROM importer.jobs
+          WHERE id = $1 AND lease_token = $2 AND locked_until IS NOT NULL",
+    )
+    .bind(fence.job_id)
+    .bind(fence.token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(Some(run_id)) = run_id {
+        ledger::record(&mut *tx, run_id, deliveries).await?;
+    }
+    Ok(())
 }
 
 /// Stores rejected members of `run_id`.

@@ -19,6 +19,9 @@
 //!
 //! **Lock order.** Whatever touches a run's counters locks the run row before the job rows
 //! (complete, dead-letter, reaping, cancel, requeue), so those paths cannot deadlock each other.
+//! A checkpoint or completion writes its ledger rows (in member-key order) before either, so
+//! the jobs of one run write their pages in parallel and queue on the run row only for their
+//! counters and commit.
 //! The run finishing rule itself lives in the database (`importer.finish_run` trigger).
 
 mod borrow;

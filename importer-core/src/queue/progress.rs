@@ -3,11 +3,11 @@
 
 use sqlx::PgPool;
 
-use super::complete::{insert_rejected, Cost, RejectedRecord};
+use super::complete::{insert_rejected, write_ledger_first, Cost, RejectedRecord};
 use super::enqueue::insert_jobs;
 use super::leasing::SLOT_GRACE;
 use super::{micros, Fence, NewJob, QueueError};
-use crate::ledger::{self, Delivery};
+use crate::ledger::Delivery;
 
 /// What a job delivered since its last checkpoint, and where to resume.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -45,8 +45,8 @@ pub enum CheckpointOutcome {
 
 /// Records `checkpoint` for the fenced job in one transaction: replaces its arguments (and
 /// resets its attempts to this one: it made progress), stores
-/// its rejected members, enqueues its children and adds its counts to the job's run (run row
-/// locked before the job row, the queue's lock order). Returns [`CheckpointOutcome::Fenced`]
+/// its rejected members, enqueues its children and adds its counts to the job's run (its ledger
+/// rows written first, then the run row locked before the job row: the queue's lock order). Returns [`CheckpointOutcome::Fenced`]
 /// when the fence no longer holds (nothing changed: the job belongs to someone else or was
 /// cancelled). Errors are database failures, and then nothing changes.
 pub async fn checkpoint(
@@ -55,6 +55,7 @@ pub async fn checkpoint(
     checkpoint: &Checkpoint,
 ) -> Result<CheckpointOutcome, QueueError> {
     let mut tx = pool.begin().await?;
+    write_ledger_first(&mut tx, fence, &checkpoint.ledger).await?;
     let held: Option<(Option<i64>, i64)> = sqlx::query_as(
         "WITH run_lock AS MATERIALIZED (
              SELECT r.id FROM importer.runs r
@@ -114,7 +115,6 @@ pub async fn checkpoint(
         if !checkpoint.rejected.is_empty() {
             insert_rejected(&mut *tx, run_id, &checkpoint.rejected).await?;
         }
-        ledger::record(&mut *tx, run_id, &checkpoint.ledger).await?;
     }
     let children = if checkpoint.children.is_empty() {
         Vec::new()
