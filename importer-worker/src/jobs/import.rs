@@ -102,9 +102,14 @@ pub(super) struct Batch {
 }
 
 /// Members a reader must have left before it hands half of them to a lane: the lane then starts
-/// at least two pages ahead, so it has read its first members (where this job stops) before
-/// this job gets there, and nothing is read twice.
-const SPLIT_MIN_MEMBERS: u64 = 4 * PAGE_SIZE;
+/// at least a page ahead. A lane is only split off for an idle slot, which claims it at once, so
+/// it has read its first members (where this job stops) about when this job has read that page;
+/// a job that gets there first waits for them (`Lanes::resolve_stop`), and nothing is read
+/// twice. Two pages, not more: the ranges of a plan differ by up to a bulk import's second (a
+/// few thousand members, which no `last_changed` boundary can split), and at four pages the
+/// jobs with two or three pages left when the first slots went idle finished alone (200,000
+/// members: 80 % of C×P/L at four pages, 85 % at two; RESULTS.md).
+const SPLIT_MIN_MEMBERS: u64 = 2 * PAGE_SIZE;
 
 /// How long a job close to the start of the lane it stops at waits for that lane's first read
 /// before it takes the lane back, if nobody has claimed it.
