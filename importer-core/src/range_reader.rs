@@ -39,16 +39,16 @@
 //! The reader holds at most one page plus the downward reads of one step, and [`RECENT`] ids.
 
 use std::collections::VecDeque;
-
-/// A set of [`member_key`]s. The keys are SipHash values already, so hashing them again with
-/// SipHash (std's default) only cost time: the sets took ~7 % of a worker's CPU on a full sync.
-type KeySet = std::collections::HashSet<u64, foldhash::fast::RandomState>;
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
 use crate::window::PAGE_SIZE;
+
+/// A set of [`member_key`]s. The keys are SipHash values already, so hashing them again with
+/// SipHash (std's default) only cost time: the sets took ~7 % of a worker's CPU on a full sync.
+type KeySet = std::collections::HashSet<u64, foldhash::fast::RandomState>;
 
 /// Members requested again below the frontier on every page: removals below the frontier
 /// between two reads, up to `OVERLAP - 1`, cost no extra request.

@@ -200,12 +200,12 @@ pub async fn complete(
 }
 
 /// Writes a holder's ledger rows, first thing in its checkpoint or completion transaction:
-/// before the run row is locked. The ledger is the heavy part of a page's transaction (a row per
-/// member), so written under the run lock it made the jobs of one run checkpoint one after
-/// another (at 1,000,000 members, ~100 ms per checkpoint against ~10 ms alone). Ledger rows are
-/// written in member-key order (`ledger::record`), so two writers cannot deadlock on them, and
-/// no path writes the ledger after locking a run. A lost fence writes nothing here, and the
-/// statement that locks the run finds the fence gone and the transaction is rolled back.
+/// before the run row is locked. The ledger is the heavy part of a page's transaction (a row
+/// per member), so written under the run lock it made the jobs of one run checkpoint one after
+/// another (1,000,000 members: 96 ms per checkpoint on average, 28 ms with the ledger first).
+/// Rows are written in member-key order (`ledger::record`), so two writers cannot deadlock on
+/// them, and no path writes the ledger after locking a run. A lost fence writes nothing here,
+/// and the statement that locks the run finds the fence gone and the transaction is rolled back.
 pub(super) async fn write_ledger_first(
     tx: &mut PgConnection,
     fence: Fence,
