@@ -47,8 +47,9 @@ pub enum CheckpointOutcome {
 /// resets its attempts to this one: it made progress), stores its rejected members, enqueues
 /// its children and adds its counts to the job's run (its ledger rows written first, then the
 /// run row locked before the job row: the queue's lock order). Returns
-/// [`CheckpointOutcome::Fenced`] when the fence no longer holds (nothing changed: the job belongs to someone else or was
-/// cancelled). Errors are database failures, and then nothing changes.
+/// [`CheckpointOutcome::Fenced`] when the fence no longer holds (nothing changed: the job
+/// belongs to someone else or was cancelled). Errors are database failures, and then nothing
+/// changes.
 pub async fn checkpoint(
     pool: &PgPool,
     fence: Fence,
