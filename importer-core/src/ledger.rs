@@ -82,42 +82,33 @@ pub struct ListLedger {
     pub list_id: i64,
     /// The list posts every member read (`lists.always_post`): nothing is skipped.
     pub always_post: bool,
-    /// Whether the list's ledger held any member when this was read (a job's start). When it
-    /// held none, as on a list's first sync, no member can be unchanged, so [`Self::unchanged`]
-    /// skips its lookup (~11 ms of database time per 1,000-member page on a 1,000,000-member
-    /// list). A member that this run delivers meanwhile and reads again is then posted again,
-    /// which the destination's upsert makes harmless and which costs less than the lookups.
-    pub known_members: bool,
 }
 
 impl ListLedger {
     /// The ledger of `run_id`'s list, if the run exists. Errors are database failures.
     pub async fn of_run(pool: &PgPool, run_id: i64) -> Result<Option<ListLedger>, LedgerError> {
-        let row: Option<(i64, bool, bool)> = sqlx::query_as(
-            "SELECT l.id, l.always_post,
-                    EXISTS (SELECT 1 FROM importer.ledger g WHERE g.list_id = l.id)
-               FROM importer.runs r
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT l.id, l.always_post FROM importer.runs r
                JOIN importer.lists l ON l.id = r.list_id WHERE r.id = $1",
         )
         .bind(run_id)
         .fetch_optional(pool)
         .await?;
-        Ok(row.map(|(list_id, always_post, known_members)| ListLedger {
+        Ok(row.map(|(list_id, always_post)| ListLedger {
             list_id,
             always_post,
-            known_members,
         }))
     }
 
     /// The members of `deliveries` whose record the destination already holds: the ledger has
-    /// the same fingerprint. Empty, with no query, for a list that posts always or whose ledger
-    /// held no member when this was read; otherwise one query. Errors are database failures.
+    /// the same fingerprint. Empty for a list that posts always. One query. Errors are
+    /// database failures.
     pub async fn unchanged(
         &self,
         pool: &PgPool,
         deliveries: &[Delivery],
     ) -> Result<HashSet<String>, LedgerError> {
-        if self.always_post || !self.known_members || deliveries.is_empty() {
+        if self.always_post || deliveries.is_empty() {
             return Ok(HashSet::new());
         }
         let ids: Vec<&str> = deliveries.iter().map(|d| d.member_id.as_str()).collect();

@@ -203,8 +203,7 @@ async fn only_members_with_the_same_fingerprint_are_unchanged_unless_the_list_po
         ledger,
         ListLedger {
             list_id: list,
-            always_post: false,
-            known_members: true,
+            always_post: false
         }
     );
     let read = vec![
@@ -220,7 +219,6 @@ async fn only_members_with_the_same_fingerprint_are_unchanged_unless_the_list_po
     let foreign = ListLedger {
         list_id: other,
         always_post: false,
-        known_members: true,
     };
     assert!(foreign.unchanged(&pool, &read).await.unwrap().is_empty());
 
@@ -369,39 +367,4 @@ async fn checkpoints_and_completions_write_their_ledger_rows_before_they_queue_o
     holder.rollback().await.unwrap();
     assert!(!completion.await.unwrap().unwrap().is_fenced());
     assert_eq!(rows(&pool, list).await.len(), 2);
-}
-
-#[sqlx::test(migrator = "importer_core::MIGRATOR")]
-async fn a_ledger_read_while_the_list_had_none_looks_nothing_up(pool: PgPool) {
-    // A list's first sync: its jobs read the ledger empty, so nothing they read can be
-    // unchanged, and they skip the lookup for the rest of their life, even once the run has
-    // delivered members (read again, those are posted again; the destination upserts).
-    let (_, list) = account_with_list(&pool, "acme", 10).await;
-    let run = planned_run(&pool, list, 1).await;
-    let first_sync = ListLedger::of_run(&pool, run).await.unwrap().unwrap();
-    assert!(!first_sync.known_members);
-    let job = claim_one(&pool, "w").await;
-    let delivered = vec![delivery(HEX, "Ann", 100)];
-    queue::complete(
-        &pool,
-        job.fence(),
-        Completion {
-            ledger: delivered.clone(),
-            ..Completion::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert!(first_sync
-        .unchanged(&pool, &delivered)
-        .await
-        .unwrap()
-        .is_empty());
-    // Read again now, the ledger knows the member, and the same fingerprint is unchanged.
-    let later = ListLedger::of_run(&pool, run).await.unwrap().unwrap();
-    assert!(later.known_members);
-    assert_eq!(
-        later.unchanged(&pool, &delivered).await.unwrap(),
-        [HEX.to_owned()].into_iter().collect()
-    );
 }
