@@ -28,6 +28,16 @@ fn delivery(id: &str, firstname: &str, last_changed: i64) -> Delivery {
 
 const HEX: &str = "0123456789abcdef0123456789abcdef";
 
+/// A checkpoint of one delivered record (Ann, member [`HEX`]).
+fn ann_checkpoint(args: &serde_json::Value) -> Checkpoint {
+    Checkpoint {
+        args: args.clone(),
+        records_imported: 1,
+        ledger: vec![delivery(HEX, "Ann", 100)],
+        ..Checkpoint::default()
+    }
+}
+
 async fn rows(pool: &PgPool, list: i64) -> Vec<(String, i64, Option<DateTime<Utc>>)> {
     sqlx::query_as(
         "SELECT member_id, fingerprint, last_changed FROM importer.ledger_members
@@ -142,17 +152,9 @@ async fn a_fenced_checkpoint_writes_nothing_to_the_ledger(pool: PgPool) {
     queue::retry(&pool, &job, "503", Some(std::time::Duration::ZERO))
         .await
         .unwrap();
-    let outcome = queue::checkpoint(
-        &pool,
-        job.fence(),
-        &Checkpoint {
-            args: job.args.clone(),
-            ledger: vec![delivery(HEX, "Ann", 100)],
-            ..Checkpoint::default()
-        },
-    )
-    .await
-    .unwrap();
+    let outcome = queue::checkpoint(&pool, job.fence(), &ann_checkpoint(&job.args))
+        .await
+        .unwrap();
     assert_eq!(outcome, queue::CheckpointOutcome::Fenced);
     assert!(rows(&pool, list).await.is_empty());
 
@@ -166,17 +168,9 @@ async fn a_fenced_checkpoint_writes_nothing_to_the_ledger(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
-    let outcome = queue::checkpoint(
-        &pool,
-        job.fence(),
-        &Checkpoint {
-            args: job.args.clone(),
-            ledger: vec![delivery(HEX, "Ann", 100)],
-            ..Checkpoint::default()
-        },
-    )
-    .await
-    .unwrap();
+    let outcome = queue::checkpoint(&pool, job.fence(), &ann_checkpoint(&job.args))
+        .await
+        .unwrap();
     assert_eq!(outcome, queue::CheckpointOutcome::Fenced);
     assert!(rows(&pool, list).await.is_empty());
 }
@@ -327,15 +321,7 @@ async fn checkpoints_and_completions_write_their_ledger_rows_before_they_queue_o
     let holder = lock_run(&pool, run).await;
     let checkpoint = tokio::spawn({
         let (pool, fence, args) = (pool.clone(), job.fence(), job.args.clone());
-        async move {
-            let checkpoint = Checkpoint {
-                args,
-                records_imported: 1,
-                ledger: vec![delivery(HEX, "Ann", 100)],
-                ..Checkpoint::default()
-            };
-            queue::checkpoint(&pool, fence, &checkpoint).await
-        }
+        async move { queue::checkpoint(&pool, fence, &ann_checkpoint(&args)).await }
     });
     assert_eq!(
         waits_for_the_run_with_the_ledger_written(&pool).await,
