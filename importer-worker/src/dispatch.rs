@@ -72,6 +72,17 @@ impl Dispatcher {
         self.tracker.wait().await;
     }
 
+    /// Runs `task` on the worker's tracker, so that shutdown waits for it like for a job: for
+    /// work a job starts that must end even when the job itself is stopped (a slot handoff,
+    /// which may lease the next job to this worker and must then start or release it).
+    pub(crate) fn spawn_tracked<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
     /// Runs `job` with `permit` as a tracked task; gives the job back (`Err`) when the worker is
     /// past its hard stop, for the caller to release.
     pub(crate) fn start(

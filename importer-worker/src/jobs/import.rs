@@ -603,10 +603,14 @@ async fn give_back_slot(ctx: &JobContext, job: &ClaimedJob) -> Result<(), JobErr
         ctx.dispatcher.slot_freed.notify_one();
         return Ok(());
     };
-    // In a task of its own: if this job is stopped while the handoff is in flight, the handoff
-    // still ends with the next job started or released, never leased to nobody.
+    // In a tracked task of its own: if this job is stopped while the handoff is in flight, the
+    // handoff still ends with the next job started or released, never leased to nobody, and
+    // the worker does not return from shutdown before it has (with a plain `tokio::spawn`,
+    // `run` could return while the next job was still leased: the regression test
+    // `a_stopped_worker_holds_no_lease_whenever_it_stops`).
     let (fence, from) = (job.fence(), job.id);
-    tokio::spawn(hand_over(me, fence, from, permit))
+    ctx.dispatcher
+        .spawn_tracked(hand_over(me, fence, from, permit))
         .await
         .unwrap_or_else(|e| {
             Err(JobError::Retryable {
