@@ -8,7 +8,8 @@
 //!   range while contacts change ([`range_reader`]);
 //! - deployment settings such as the sync lag ([`settings`]), and how pools check connections
 //!   ([`pool`]);
-//! - what operators did ([`audit`]) and records imported per minute ([`throughput`]).
+//! - what operators did ([`audit`]) and records imported per minute ([`throughput`]);
+//! - the `RUST_LOG` filter every binary logs through ([`log_filter`]).
 
 #![warn(unreachable_pub, missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod lanes;
 pub mod ledger;
 pub mod list_audit;
 pub mod lists;
+pub mod log_filter;
 pub mod mailchimp;
 pub mod mapping;
 pub mod pool;

@@ -175,9 +175,11 @@ async fn main() -> anyhow::Result<()> {
 async fn worker(url: &str, concurrency: usize) -> anyhow::Result<()> {
     // The worker's own log lines when asked (RUST_LOG=info): where a run's time goes.
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(importer_core::log_filter::from_env("info"))
             .init();
     }
     let config = WorkerConfig {

@@ -52,9 +52,13 @@ impl Harness {
     pub async fn start(pool: PgPool, config: SimConfig) -> Self {
         // TEST_LOG=info shows the in-process workers' log lines (to diagnose a test).
         if let Ok(filter) = std::env::var("TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let filter: tracing_subscriber::filter::Targets =
+                filter.parse().expect("TEST_LOG is target=level directives");
+            let _ = tracing_subscriber::registry()
+                .with(tracing_subscriber::fmt::layer().with_test_writer())
+                .with(filter)
                 .try_init();
         }
         importer_core::settings::set_sync_lag(&pool, TEST_LAG)
