@@ -26,6 +26,13 @@
 //! `d + OVERLAP` below the frontier starts with a member already read. That is sound while A1
 //! holds.
 //!
+//! **The end.** A short page ends the range: its own snapshot holds nothing past it. A full
+//! page that reaches `total_items` ends it only if the range did not shrink at that read:
+//! Mailchimp does not promise that `total_items` is counted in the page's snapshot, and counted
+//! after removals the page did not see, it can fall to the page's end while members remain past
+//! it. The next read then finds them (by anchoring or reading down, as above), for the price of
+//! one or a few small requests, only when members left during the last page.
+//!
 //! **Growth.** Under A1 a range never grows. A read that finds the range larger than the last one
 //! did means members entered (a change became visible late, or Mailchimp's clock is off by more
 //! than the lag): a *window event*. The range is then read again from offset 0 (what was read
@@ -391,7 +398,12 @@ impl RangeReader {
         let read = main.items.len() as u64;
         self.offset = q + read;
         self.total = Some(main.total);
-        self.done = read < count || q + read >= main.total;
+        // A full page that reaches `total` ends the range only when nothing left it since the
+        // last read. The contract does not say `total_items` is counted in the page's snapshot:
+        // counted after a removal, it can fall to the page's end while the page's snapshot
+        // still had members past it, which the next read (and its search down) finds.
+        let settled = shrunk == 0;
+        self.done = read < count || (q + read >= main.total && settled);
         if let Some(stop) = &self.stop {
             // Everything from the next lane's first member on is that lane's.
             if below.iter().any(|m| stop.contains(&m.key())) {
@@ -404,7 +416,7 @@ impl RangeReader {
                 // Asked up to where the lane began, and no first member of it is there: they
                 // have all left. Read on in full pages to the end of the range.
                 self.stop_missed = true;
-                self.done = q + read >= main.total;
+                self.done = q + read >= main.total && settled;
             }
         }
         step.done = self.done;
@@ -473,6 +485,8 @@ mod tests {
     enum Change {
         Remove(Vec<usize>),
         Enter(Vec<usize>),
+        /// Removals while the request runs: the page comes from before them, `total` after.
+        RemoveDuringRead(Vec<usize>),
     }
 
     impl Range {
@@ -490,16 +504,10 @@ mod tests {
         type Error = std::convert::Infallible;
         async fn fetch(&self, offset: u64, count: u64) -> Result<SourcePage<M>, Self::Error> {
             let mut members = self.members.lock().unwrap();
+            let mut during_read = Vec::new();
             match self.changes.lock().unwrap().pop_front() {
-                Some(Change::Remove(mut at)) => {
-                    at.sort_unstable_by(|a, b| b.cmp(a));
-                    at.dedup();
-                    for p in at {
-                        if p < members.len() {
-                            members.remove(p);
-                        }
-                    }
-                }
+                Some(Change::Remove(at)) => remove_at(&mut members, at),
+                Some(Change::RemoveDuringRead(at)) => during_read = at,
                 Some(Change::Enter(at)) => {
                     let mut next = self.next_new.lock().unwrap();
                     for p in at {
@@ -512,10 +520,22 @@ mod tests {
             }
             let start = (offset as usize).min(members.len());
             let end = (start + count as usize).min(members.len());
+            let items = members[start..end].iter().map(|&m| M(m)).collect();
+            remove_at(&mut members, during_read);
             Ok(SourcePage {
-                items: members[start..end].iter().map(|&m| M(m)).collect(),
+                items,
                 total: members.len() as u64,
             })
+        }
+    }
+
+    fn remove_at(members: &mut Vec<u32>, mut at: Vec<usize>) {
+        at.sort_unstable_by(|a, b| b.cmp(a));
+        at.dedup();
+        for p in at {
+            if p < members.len() {
+                members.remove(p);
+            }
         }
     }
 
@@ -577,6 +597,24 @@ mod tests {
         assert_all_current_delivered(&range, &got);
         assert!(requests <= 8 + 3, "{requests} requests");
         assert!(read <= 8_000 + 700 + 300, "{read} read");
+    }
+
+    /// Regression: `total_items` counted after removals that the page did not see yet fell to
+    /// the page's end, and the range ended with the members past that page never read.
+    #[tokio::test]
+    async fn a_total_counted_after_removals_the_page_missed_does_not_end_the_range() {
+        // The third read (offsets 1994..2994 of 3000) is served from before 600 members below
+        // it leave, its total (2400) from after.
+        let changes = vec![
+            Change::Remove(vec![]),
+            Change::Remove(vec![]),
+            Change::RemoveDuringRead((0..600).collect()),
+        ];
+        let range = Range::new(3_000, changes);
+        let mut reader = RangeReader::default();
+        let (got, requests, _) = read_all(&range, &mut reader).await;
+        assert_all_current_delivered(&range, &got);
+        assert!(requests <= 3 + 10, "{requests} requests");
     }
 
     #[tokio::test]
