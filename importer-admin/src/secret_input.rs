@@ -139,7 +139,7 @@ mod tests {
         let mut stdin = Cursor::new("not-a-real-key-SECRETVALUE\n");
         let err = mailchimp_key(&KeySource::Stdin, &mut stdin).unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("32 lowercase hex"), "{text}");
+        assert!(text.contains("32 hex"), "{text}");
         assert!(!text.contains("SECRETVALUE"), "{text}");
     }
 

@@ -193,7 +193,7 @@ async fn a_mailchimp_key_of_the_wrong_shape_is_refused_showing_the_expected_shap
     assert!(
         refused
             .stderr
-            .contains("<32 lowercase hex characters>-<data centre such as us6>"),
+            .contains("<32 hex characters>-<data centre such as us6>"),
         "{}",
         refused.stderr
     );

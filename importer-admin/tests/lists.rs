@@ -248,15 +248,17 @@ async fn bad_list_arguments_are_refused_with_the_reason(pool: PgPool) {
             "--account",
             "acme",
             "--list-id",
-            "no-dashes",
+            "no/slashes",
         ])
         .code(1);
     assert!(
-        bad_id.stderr.contains("letters and digits"),
+        bad_id.stderr.contains("letters, digits, - or _"),
         "{}",
         bad_id.stderr
     );
     admin.add_list("acme", "abc");
+    // Regression: ids with '-' or '_' were refused by the CLI and the schema alike.
+    admin.add_list("acme", "list-1_b");
     let duplicate = admin
         .run(&["lists", "add", "--account", "acme", "--list-id", "abc"])
         .code(1);

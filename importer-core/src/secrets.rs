@@ -88,10 +88,8 @@ impl SecretError {
 /// Why a string is not a Mailchimp API key. Messages never contain the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// The key does not have the shape `<32 lowercase hex>-<data centre>`.
-    #[error(
-        "a Mailchimp API key looks like <32 lowercase hex characters>-<data centre such as us6>"
-    )]
+    /// The key does not have the shape `<32 hex>-<data centre>`.
+    #[error("a Mailchimp API key looks like <32 hex characters>-<data centre such as us6>")]
     Shape,
 }
 
@@ -451,14 +449,12 @@ pub struct MailchimpKey {
     pub dc: String,
 }
 
-/// Checks the shape `<32 lowercase hex>-<dc>` (dc: letters then digits, like `us6` or `us21`).
+/// Checks the shape `<32 hex>-<dc>` (dc: letters then digits, like `us6` or `us21`). Hex in
+/// either case: CONTRACTS.md says `<32 hex>`, and Mailchimp's own keys happen to be lowercase.
 /// Errors with [`KeyError::Shape`], whose message describes the shape without echoing the key.
 pub fn validate_mailchimp_key(key: &str) -> Result<MailchimpKey, KeyError> {
     let (hex_part, dc) = key.split_once('-').ok_or(KeyError::Shape)?;
-    let hex_ok = hex_part.len() == 32
-        && hex_part
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex_ok = hex_part.len() == 32 && hex_part.bytes().all(|b| b.is_ascii_hexdigit());
     if hex_ok && is_data_centre(dc) {
         Ok(MailchimpKey { dc: dc.to_owned() })
     } else {

@@ -280,7 +280,7 @@ async fn bad_keys_list_ids_and_counts_are_refused_before_any_request() {
     // A key the simulator knows but whose shape is wrong never reaches it.
     for bad in [
         "not-a-key",
-        "0123456789ABCDEF0123456789ABCDEF-us6",
+        "0123456789ABCDEF0123456789ABCDEG-us6",
         "0123456789abcdef0123456789abcdef",
     ] {
         s.sim.mailchimp().add_api_key(bad);

@@ -22,8 +22,8 @@ pub async fn create(pool: &PgPool, new: &NewList) -> anyhow::Result<List> {
 }
 
 fn check_mailchimp_id(id: &str) -> anyhow::Result<()> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!("Mailchimp list id {id:?} is not valid: it must be 1 to 64 letters and digits (e.g. a1b2c3d4e5)");
+    if !importer_core::mailchimp::is_list_id(id) {
+        bail!("Mailchimp list id {id:?} is not valid: it must be 1 to 64 letters, digits, - or _ (e.g. a1b2c3d4e5)");
     }
     Ok(())
 }

@@ -18,8 +18,8 @@ pub enum MailchimpError {
     /// The API key does not have Mailchimp's shape; nothing was sent.
     #[error("invalid Mailchimp API key: {0}")]
     InvalidKey(#[from] KeyError),
-    /// The list id is not 1-64 ASCII letters or digits; nothing was sent.
-    #[error("invalid Mailchimp list id: it must be 1-64 ASCII letters or digits")]
+    /// The list id is not 1-64 ASCII letters, digits, `-` or `_`; nothing was sent.
+    #[error("invalid Mailchimp list id: it must be 1-64 ASCII letters, digits, - or _")]
     InvalidListId,
     /// A query parameter is out of range (e.g. `count` outside 1..=1000); nothing was sent.
     #[error("invalid Mailchimp query: {0}")]

@@ -434,11 +434,18 @@ fn members_path(list_id: &str) -> Result<String, MailchimpError> {
     Ok(format!("/lists/{list_id}/members"))
 }
 
-/// List ids go into the URL path: 1-64 ASCII letters or digits, nothing else.
+/// Whether `list_id` can be a Mailchimp list id: 1 to 64 ASCII letters, digits, `-` or `_`,
+/// which go into the URL path unescaped (the schema's CHECK on `lists.mailchimp_list_id` is the
+/// same rule). CONTRACTS.md gives ids no format; these characters cannot name another path.
+pub fn is_list_id(list_id: &str) -> bool {
+    (1..=64).contains(&list_id.len())
+        && list_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn check_list_id(list_id: &str) -> Result<(), MailchimpError> {
-    let ok =
-        (1..=64).contains(&list_id.len()) && list_id.bytes().all(|b| b.is_ascii_alphanumeric());
-    if ok {
+    if is_list_id(list_id) {
         Ok(())
     } else {
         Err(MailchimpError::InvalidListId)
@@ -492,10 +499,24 @@ mod tests {
     }
 
     #[test]
-    fn list_ids_are_short_and_alphanumeric() {
+    fn list_ids_are_short_letters_digits_dashes_and_underscores() {
         assert!(check_list_id("abc123").is_ok());
         assert!(check_list_id(&"a".repeat(64)).is_ok());
-        for bad in ["", "a/b", "../x", "a b", "ab%2F", "é", &"a".repeat(65)] {
+        assert!(
+            check_list_id("list-1_B").is_ok(),
+            "CONTRACTS.md gives ids no format"
+        );
+        for bad in [
+            "",
+            "a/b",
+            "../x",
+            "a.b",
+            "a b",
+            "ab%2F",
+            "é",
+            "a?b",
+            &"a".repeat(65),
+        ] {
             assert!(check_list_id(bad).is_err(), "{bad}");
         }
     }

@@ -2,11 +2,12 @@
 //! (`>=`, seen). The sync engine is correct under both by asking for one second more than it
 //! needs while the rule is not known to be inclusive; this module remembers, per base URL and
 //! process, what was seen, so that the extra second (possibly a bulk import of thousands of
-//! members) is read at most until the rule is known.
+//! members) is read at most until the rule is known. An inclusive finding is trusted for
+//! [`INCLUSIVE_TTL`] only, and a later strict finding replaces it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// What is known of `since_last_changed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,46 +21,49 @@ pub enum SinceRule {
     Inclusive,
 }
 
-impl SinceRule {
-    fn to_u8(self) -> u8 {
-        match self {
-            SinceRule::Unknown => 0,
-            SinceRule::Strict => 1,
-            SinceRule::Inclusive => 2,
-        }
-    }
+/// How long an inclusive finding is trusted. Proof of an inclusive server does not prove it
+/// stays inclusive (a reconfigured or replaced server behind the same URL), and sending `since =
+/// lo` to a strict one skips the members of second `lo` with nothing to show it. So the finding
+/// expires: a run's ranges start within minutes of its plan, and after expiry the strict form,
+/// correct under both rules, is used until a plan learns the rule again (the price is one extra
+/// second read per range, as before anything was learned).
+pub(crate) const INCLUSIVE_TTL: Duration = Duration::from_secs(15 * 60);
 
-    fn from_u8(v: u8) -> SinceRule {
-        match v {
-            1 => SinceRule::Strict,
-            2 => SinceRule::Inclusive,
-            _ => SinceRule::Unknown,
-        }
-    }
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    rule: SinceRule,
+    at: Instant,
 }
 
 /// The rule of one base URL, shared by every account handle of it.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SinceCell(Arc<AtomicU8>);
+pub(crate) struct SinceCell(Arc<Mutex<Option<Learned>>>);
 
 impl SinceCell {
     pub(crate) fn get(&self) -> SinceRule {
-        SinceRule::from_u8(self.0.load(Ordering::Acquire))
+        self.get_at(Instant::now())
     }
 
-    /// Inclusive is proof and wins for good; strict only replaces unknown.
+    fn get_at(&self, now: Instant) -> SinceRule {
+        match *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(Learned {
+                rule: SinceRule::Inclusive,
+                at,
+            }) if now.saturating_duration_since(at) > INCLUSIVE_TTL => SinceRule::Unknown,
+            Some(learned) => learned.rule,
+            None => SinceRule::Unknown,
+        }
+    }
+
+    /// What a plan's probe found replaces what was known: strict (no member at `since`
+    /// itself) is always safe to act on, and inclusive is fresh proof.
     pub(crate) fn learn(&self, rule: SinceRule) {
-        match rule {
-            SinceRule::Inclusive => self.0.store(rule.to_u8(), Ordering::Release),
-            SinceRule::Strict => {
-                let _ = self.0.compare_exchange(
-                    SinceRule::Unknown.to_u8(),
-                    rule.to_u8(),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
-            }
-            SinceRule::Unknown => {}
+        self.learn_at(rule, Instant::now());
+    }
+
+    fn learn_at(&self, rule: SinceRule, at: Instant) {
+        if rule != SinceRule::Unknown {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Learned { rule, at });
         }
     }
 }
@@ -80,7 +84,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn inclusive_is_final_and_strict_only_fills_unknown() {
+    fn a_finding_is_shared_per_base_url_and_the_latest_one_counts() {
         let rules = SinceRules::default();
         let a = rules.for_base_url("https://us6.api.mailchimp.com/3.0");
         let b = rules.for_base_url("https://us6.api.mailchimp.com/3.0");
@@ -88,9 +92,32 @@ mod tests {
         a.learn(SinceRule::Strict);
         assert_eq!(b.get(), SinceRule::Strict);
         b.learn(SinceRule::Inclusive);
-        a.learn(SinceRule::Strict);
         assert_eq!(a.get(), SinceRule::Inclusive);
+        // A server that turned strict behind the same URL: the strict form is used again.
+        a.learn(SinceRule::Strict);
+        assert_eq!(b.get(), SinceRule::Strict);
+        a.learn(SinceRule::Unknown);
+        assert_eq!(
+            b.get(),
+            SinceRule::Strict,
+            "nothing learned changes nothing"
+        );
         let other = rules.for_base_url("http://127.0.0.1:1/3.0");
         assert_eq!(other.get(), SinceRule::Unknown);
+    }
+
+    /// Regression: an inclusive finding was final for the life of the process, so a server
+    /// behind the same URL that became strict had the members of every range's first second
+    /// skipped, silently.
+    #[test]
+    fn an_inclusive_finding_expires_and_the_strict_form_comes_back() {
+        let cell = SinceCell::default();
+        let t0 = Instant::now();
+        cell.learn_at(SinceRule::Inclusive, t0);
+        assert_eq!(cell.get_at(t0 + INCLUSIVE_TTL), SinceRule::Inclusive);
+        let later = t0 + INCLUSIVE_TTL + Duration::from_secs(1);
+        assert_eq!(cell.get_at(later), SinceRule::Unknown);
+        cell.learn_at(SinceRule::Strict, later);
+        assert_eq!(cell.get_at(later + INCLUSIVE_TTL * 4), SinceRule::Strict);
     }
 }
