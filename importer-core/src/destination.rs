@@ -1,7 +1,9 @@
 //! The destination records API client: posts mapped records in batches no larger than the
 //! destination accepts and checks that every batch was stored whole.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -68,8 +70,8 @@ pub enum DestinationError {
         /// The destination's error message, naming the bad record's index.
         message: String,
     },
-    /// 413: the batch is larger than the destination's limit, so `max_batch` is misconfigured.
-    #[error("destination batch too large (413), lower max_batch: {message}")]
+    /// 413 for a single record: the destination refuses even the smallest batch.
+    #[error("destination refused a one-record batch as too large (413): {message}")]
     PayloadTooLarge {
         /// The destination's error message.
         message: String,
@@ -181,6 +183,8 @@ impl DestinationError {
 pub struct DestinationClient {
     http: reqwest::Client,
     max_batch: usize,
+    /// Per `/record` URL, the batch size a 413 taught (below `max_batch`), for this process.
+    learned: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl fmt::Debug for DestinationClient {
@@ -221,6 +225,7 @@ impl DestinationClient {
         Ok(DestinationClient {
             http,
             max_batch: config.max_batch,
+            learned: Arc::default(),
         })
     }
 
@@ -231,8 +236,13 @@ impl DestinationClient {
 
     /// Posts `records` to `{base_url}/record` in batches of at most `max_batch`, one after the
     /// other, and returns how many were accepted (all of them). Stops at the first failed batch;
-    /// re-sending everything is safe because the destination upserts by id. Errors: see
-    /// [`DestinationError`]; [`DestinationError::ShortCount`] when a batch was partly stored.
+    /// re-sending everything is safe because the destination upserts by id.
+    ///
+    /// A 413 (the destination's limit is below `max_batch`; CONTRACTS.md makes it configurable)
+    /// halves the batch and sends it again, down to one record; the size that went through is
+    /// kept for that URL, so later posts do not meet the 413 again. Errors: see
+    /// [`DestinationError`]; [`DestinationError::ShortCount`] when a batch was partly stored,
+    /// [`DestinationError::PayloadTooLarge`] when even one record is refused.
     pub async fn post_records(
         &self,
         base_url: &str,
@@ -243,12 +253,37 @@ impl DestinationClient {
             HeaderValue::from_str(key.expose()).map_err(|_| DestinationError::InvalidKey)?;
         auth.set_sensitive(true);
         let url = format!("{}/record", base_url.trim_end_matches('/'));
-        let mut accepted = 0;
-        for batch in records.chunks(self.max_batch) {
-            self.post_batch(&url, &auth, key.expose(), batch).await?;
-            accepted += batch.len();
+        let mut size = self.batch_size(&url);
+        let mut rest = records;
+        while !rest.is_empty() {
+            let batch = &rest[..size.min(rest.len())];
+            match self.post_batch(&url, &auth, key.expose(), batch).await {
+                Ok(()) => rest = &rest[batch.len()..],
+                Err(DestinationError::PayloadTooLarge { .. }) if batch.len() > 1 => {
+                    size = batch.len() / 2;
+                    tracing::warn!(
+                        batch = size,
+                        "the destination refused the batch as too large (413); sending smaller batches"
+                    );
+                    self.learned
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(url.clone(), size);
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(accepted)
+        Ok(records.len())
+    }
+
+    /// The batch size for `url`: `max_batch`, or what a 413 taught for it.
+    fn batch_size(&self, url: &str) -> usize {
+        let learned = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
+        learned
+            .get(url)
+            .copied()
+            .unwrap_or(self.max_batch)
+            .min(self.max_batch)
     }
 
     async fn post_batch(

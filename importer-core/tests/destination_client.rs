@@ -210,15 +210,42 @@ async fn server_errors_are_retryable_and_keep_the_message() {
     }
 }
 
+/// Regression: a destination whose limit was below `max_batch` answered every page with 413,
+/// a permanent error, so every window of every run was dead-lettered.
 #[tokio::test]
-async fn a_batch_above_the_destinations_limit_is_a_permanent_413() {
+async fn a_413_halves_the_batch_and_the_size_that_went_through_is_kept() {
     let sim = sim_with(DestinationSimConfig {
-        max_batch: 100,
+        max_batch: 300,
         ..Default::default()
     })
     .await;
-    let err = client(101)
-        .post_records(&sim.destination_url(), &key(), &records(150))
+    let client = client(1000);
+    let accepted = client
+        .post_records(&sim.destination_url(), &key(), &records(1000))
+        .await
+        .unwrap();
+    assert_eq!(accepted, 1000);
+    let stats = sim.destination().stats(KEY);
+    assert_eq!(stats.distinct_ids, 1000);
+    // 1000 refused, 500 refused, then 250 + 250 + 250 + 250.
+    assert_eq!(stats.requests, 6);
+    // The next post starts at the size that went through: no 413 again.
+    client
+        .post_records(&sim.destination_url(), &key(), &records(1000))
+        .await
+        .unwrap();
+    assert_eq!(sim.destination().stats(KEY).requests, 6 + 4);
+}
+
+#[tokio::test]
+async fn a_413_for_a_single_record_is_permanent() {
+    let sim = sim_with(DestinationSimConfig {
+        max_batch: 0,
+        ..Default::default()
+    })
+    .await;
+    let err = client(4)
+        .post_records(&sim.destination_url(), &key(), &records(3))
         .await
         .unwrap_err();
     assert!(
@@ -226,12 +253,9 @@ async fn a_batch_above_the_destinations_limit_is_a_permanent_413() {
         "{err:?}"
     );
     assert!(!err.is_retryable());
-    // Within the limit the same records go through.
-    let accepted = client(100)
-        .post_records(&sim.destination_url(), &key(), &records(150))
-        .await
-        .unwrap();
-    assert_eq!(accepted, 150);
+    assert_no_key(&err);
+    // 3 refused, 1 refused.
+    assert_eq!(sim.destination().stats(KEY).requests, 2);
 }
 
 #[tokio::test]
