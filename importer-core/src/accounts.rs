@@ -10,6 +10,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 
+use crate::ledger::{self, LedgerError};
 use crate::secrets::{Sealed, Secret, SecretBox, SecretField, SecretSlot};
 
 /// `max_concurrency` of a new account when none is given (Mailchimp allows 10 per key).
@@ -293,7 +294,8 @@ pub async fn update(
           WHERE id = $1
          RETURNING {ACCOUNT_COLUMNS}"
     );
-    sqlx::query_as(&sql)
+    let mut tx = pool.begin().await?;
+    let account: Account = sqlx::query_as(&sql)
         .bind(id)
         .bind(&update.name)
         .bind(mc_key)
@@ -305,10 +307,20 @@ pub async fn update(
         .bind(dest_hint)
         .bind(update.max_concurrency)
         .bind(update.paused)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(|e| classify(e, update.name.as_deref()))?
-        .ok_or(AccountError::NotFound(id))
+        .ok_or(AccountError::NotFound(id))?;
+    // A new destination holds none of what the ledger says was delivered: forget it, or the
+    // next runs would skip every member they find unchanged. (Key rotation re-encrypts the
+    // same key through `secrets`, not here, and keeps the ledger.)
+    if update.destination_url.is_some() || update.destination_key.is_some() {
+        ledger::forget_account(&mut *tx, id)
+            .await
+            .map_err(|LedgerError::Database(e)| AccountError::Database(e))?;
+    }
+    tx.commit().await?;
+    Ok(account)
 }
 
 fn split_key(key: &Option<Sealed>) -> (Option<&[u8]>, Option<&str>) {

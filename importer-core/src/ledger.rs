@@ -135,6 +135,24 @@ impl ListLedger {
     }
 }
 
+/// Forgets what was delivered for every list of `account_id`: its destination changed, and
+/// what the old one holds says nothing of the new one (records are kept per destination key),
+/// so the next runs post every member they read. Returns the rows removed. Run it in the
+/// transaction that changes the destination. Errors are database failures.
+pub(crate) async fn forget_account<'e, E: PgExecutor<'e>>(
+    executor: E,
+    account_id: i64,
+) -> Result<u64, LedgerError> {
+    Ok(sqlx::query(
+        "DELETE FROM importer.ledger g USING importer.lists l
+          WHERE l.account_id = $1 AND g.list_id = l.id",
+    )
+    .bind(account_id)
+    .execute(executor)
+    .await?
+    .rows_affected())
+}
+
 /// Records `deliveries` in the ledger of `run_id`'s list, one statement: inserts new members,
 /// overwrites known ones (last write wins; see the module docs). A member listed twice counts
 /// once, with its latest `last_changed`. Run it in the transaction that records the delivery.

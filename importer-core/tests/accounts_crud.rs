@@ -294,3 +294,94 @@ async fn lists_round_trip_with_schedules_and_cursor_resets(pool: PgPool) {
     assert!(lists::remove(&pool, added.id).await.unwrap());
     assert!(lists::get(&pool, added.id).await.unwrap().is_none());
 }
+
+/// Regression: the ledger outlived a change of destination, so a full sync to the new
+/// destination skipped every member the old one held unchanged, and the new one never got them.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_new_destination_forgets_the_accounts_ledger_and_other_changes_keep_it(pool: PgPool) {
+    let sbox = secrets();
+    let acme = accounts::create(&pool, &sbox, &new_account("acme"))
+        .await
+        .unwrap();
+    let other = accounts::create(&pool, &sbox, &new_account("other"))
+        .await
+        .unwrap();
+    let mut lists_of = Vec::new();
+    for account in [acme.id, other.id] {
+        let list = lists::add(
+            &pool,
+            &NewList {
+                account_id: account,
+                mailchimp_list_id: "a1b2c3".to_owned(),
+                name: None,
+                schedule: lists::DEFAULT_SCHEDULE,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+        lists_of.push(list.id);
+    }
+    let ledger_rows = |list: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM importer.ledger WHERE list_id = $1")
+                .bind(list)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    sqlx::query(
+        "INSERT INTO importer.ledger (list_id, fingerprint, member_key)
+         SELECT l, 7, importer.ledger_key(md5(l::text || i::text))
+           FROM unnest($1::bigint[]) AS l, generate_series(1, 5) AS i",
+    )
+    .bind(&lists_of)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let cap = AccountUpdate {
+        max_concurrency: Some(3),
+        ..AccountUpdate::default()
+    };
+    accounts::update(&pool, acme.id, &cap).await.unwrap();
+    assert_eq!(
+        ledger_rows(lists_of[0]).await,
+        5,
+        "a new cap keeps the ledger"
+    );
+
+    let moved = AccountUpdate {
+        destination_url: Some("https://records-new.example.com".to_owned()),
+        ..AccountUpdate::default()
+    };
+    let updated = accounts::update(&pool, acme.id, &moved).await.unwrap();
+    assert_eq!(updated.destination_url, "https://records-new.example.com");
+    assert_eq!(
+        ledger_rows(lists_of[0]).await,
+        0,
+        "the moved account forgets"
+    );
+    assert_eq!(
+        ledger_rows(lists_of[1]).await,
+        5,
+        "other accounts keep theirs"
+    );
+
+    let rekeyed = AccountUpdate {
+        destination_key: Some(sbox.seal(
+            other.id,
+            SecretField::DestinationKey,
+            &Secret::new("a-new-destination-key-0001"),
+        )),
+        ..AccountUpdate::default()
+    };
+    accounts::update(&pool, other.id, &rekeyed).await.unwrap();
+    assert_eq!(
+        ledger_rows(lists_of[1]).await,
+        0,
+        "a new destination key forgets too"
+    );
+}
