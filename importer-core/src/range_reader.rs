@@ -27,7 +27,8 @@
 //! holds.
 //!
 //! **The end.** A short page ends the range: its own snapshot holds nothing past it. A full
-//! page that reaches `total_items` ends it only if the range did not shrink at that read:
+//! page that reaches `total_items` ends it only if the range did not shrink at that read, and
+//! never at a reader's first read (nothing to compare its count with):
 //! Mailchimp does not promise that `total_items` is counted in the page's snapshot, and counted
 //! after removals the page did not see, it can fall to the page's end while members remain past
 //! it. The next read then finds them (by anchoring or reading down, as above), for the price of
@@ -244,6 +245,21 @@ impl RangeReader {
         }
     }
 
+    /// A lane read again from its start because its first attempt ended before its first
+    /// checkpoint, after recording `heads` ([`RangeReader::heads`]): the reader before it may
+    /// already stop at them. So this reader is not fresh: it starts at the lowest of those heads
+    /// still in the range, wherever removals below `offset` moved it (its first read anchors on
+    /// them, reading down when they slid below `offset`), never at whatever is at `offset` now.
+    /// If every head left, it reads down to the range's start: more reads, nothing lost.
+    pub fn lane_again(offset: u64, heads: Vec<u64>) -> RangeReader {
+        RangeReader {
+            offset,
+            lane_start: Some(offset),
+            heads: Some(heads),
+            ..RangeReader::default()
+        }
+    }
+
     /// Where the reader stands now.
     pub fn progress(&self) -> Progress {
         Progress {
@@ -332,13 +348,29 @@ impl RangeReader {
         if self.grew(main.total) {
             return self.restart(step, main.items);
         }
+        // Positions `[q, q + page_len)` were read, whatever is dropped from the page below.
+        let page_len = main.items.len() as u64;
         let before = self.total.unwrap_or(main.total);
         let shrunk = before.saturating_sub(main.total);
+        // Whether the count is known not to have moved since the last read: never at a
+        // reader's first read, whose count has nothing to compare with.
+        let settled = self.total.is_some() && shrunk == 0;
         // A lane's own first members anchor it too: whatever comes before one of them belongs
         // to the reader before the lane (members slid down past the lane's start).
         let own: KeySet = match (self.lane_start, &self.heads) {
             (Some(_), Some(heads)) if !fresh_start => heads.iter().copied().collect(),
             _ => KeySet::default(),
+        };
+        // A lane read again ([`RangeReader::lane_again`]) has read none of its heads: one found
+        // first in a read may have lower ones below it, still in the range, where the reader
+        // before it stops. A head with a non-head member before it in the same read is the
+        // lowest left (heads were consecutive members, and none can enter between them).
+        let strict = self.recent.order.is_empty();
+        let own_at = |items: &[S::Item], start: u64| {
+            items
+                .iter()
+                .position(|m| own.contains(&m.key()))
+                .filter(|&at| at > 0 || start == 0 || !strict)
         };
         let mut anchored = q == 0
             || fresh_start
@@ -347,7 +379,7 @@ impl RangeReader {
                 .first()
                 .is_some_and(|m| self.recent.contains(m.key()));
         if !anchored {
-            if let Some(at) = main.items.iter().position(|m| own.contains(&m.key())) {
+            if let Some(at) = own_at(&main.items, q) {
                 main.items.drain(..at);
                 anchored = true;
             }
@@ -379,14 +411,16 @@ impl RangeReader {
                     let mut first_seen = gap_items
                         .first()
                         .is_some_and(|m| self.recent.contains(m.key()));
-                    if let Some(at) = gap_items.iter().position(|m| own.contains(&m.key())) {
+                    if let Some(at) = own_at(&gap_items, start) {
                         gap_items.drain(..at);
                         first_seen = true;
                     }
                     below.extend(gap_items);
                     low = start;
-                    // Counts prove it when ids cannot: positions moved down by at most `shrunk`.
-                    let by_count = frontier - start >= shrunk + OVERLAP
+                    // Counts prove it when ids cannot: positions moved down by at most `shrunk`
+                    // (known only with an earlier count: not for a lane read again).
+                    let by_count = self.total.is_some()
+                        && frontier - start >= shrunk + OVERLAP
                         && frontier - start > self.recent.order.len() as u64;
                     if start == 0 || first_seen || by_count {
                         break 'search;
@@ -395,14 +429,15 @@ impl RangeReader {
                 back = back.saturating_mul(2);
             }
         }
-        let read = main.items.len() as u64;
+        // Not the page's length after a lane's own first members cut it: a cut page is not the
+        // range's end (regression: a lane read again ended after its first page).
+        let read = page_len;
         self.offset = q + read;
         self.total = Some(main.total);
-        // A full page that reaches `total` ends the range only when nothing left it since the
-        // last read. The contract does not say `total_items` is counted in the page's snapshot:
-        // counted after a removal, it can fall to the page's end while the page's snapshot
-        // still had members past it, which the next read (and its search down) finds.
-        let settled = shrunk == 0;
+        // A full page that reaches `total` ends the range only when the count is settled. The
+        // contract does not say `total_items` is counted in the page's snapshot: counted after
+        // a removal, it can fall to the page's end while the page's snapshot still had members
+        // past it, which the next read (and its search down) finds.
         self.done = read < count || (q + read >= main.total && settled);
         if let Some(stop) = &self.stop {
             // Everything from the next lane's first member on is that lane's.
@@ -617,6 +652,20 @@ mod tests {
         assert!(requests <= 3 + 10, "{requests} requests");
     }
 
+    /// Regression: the same at a reader's first read, which had no earlier count to compare
+    /// with and took the page's end for the range's.
+    #[tokio::test]
+    async fn a_first_read_whose_total_was_counted_after_removals_does_not_end_the_range() {
+        // 1,200 members; the first read is served from before 400 of its own leave, its total
+        // (800) from after.
+        let changes = vec![Change::RemoveDuringRead((0..400).collect())];
+        let range = Range::new(1_200, changes);
+        let mut reader = RangeReader::default();
+        let (got, requests, _) = read_all(&range, &mut reader).await;
+        assert_all_current_delivered(&range, &got);
+        assert!(requests <= 1 + 10, "{requests} requests");
+    }
+
     #[tokio::test]
     async fn removals_right_at_the_frontier_cannot_hide_a_member() {
         // Every read is preceded by the removal of the members just below and at the frontier.
@@ -657,6 +706,57 @@ mod tests {
             "read into the part before the lane"
         );
         assert_all_current_delivered_from(&range, &got, 6_000);
+    }
+
+    /// Regression: a lane whose first attempt recorded its heads and then failed before its
+    /// first checkpoint was read again from whatever stood at its offset by then, while the
+    /// reader before it stopped at the recorded heads: members that slid below the offset in
+    /// between were read by neither.
+    #[tokio::test]
+    async fn a_lane_read_again_before_its_first_checkpoint_starts_at_its_recorded_heads() {
+        let range = Range::new(10_000, vec![]);
+        let mut parent = RangeReader::default();
+        let (mut got, _, _) = (Vec::new(), 0, 0);
+        for _ in 0..2 {
+            let step = parent.step(&range).await.unwrap();
+            got.extend(step.fresh.iter().map(|m| m.0));
+        }
+        // The lane's first attempt: reads a page, records its heads, dies undelivered.
+        let mut first_attempt = RangeReader::lane(6_000);
+        first_attempt.step(&range).await.unwrap();
+        let heads = first_attempt.heads().unwrap().to_vec();
+        parent.set_stop(&heads, Some(6_000));
+        // 50 members below the lane's start leave before the lane is read again.
+        range
+            .changes
+            .lock()
+            .unwrap()
+            .push_back(Change::Remove((3_000..3_050).collect()));
+        let mut again = RangeReader::lane_again(6_000, heads);
+        let (lane_got, _, _) = read_all(&range, &mut again).await;
+        let (parent_got, _, _) = read_all(&range, &mut parent).await;
+        got.extend(parent_got);
+        got.extend(lane_got);
+        assert_all_current_delivered(&range, &got);
+    }
+
+    /// Regression: a page cut at the lane's own first members counted as a short page, the
+    /// range's end, so a lane read again stopped after its first page.
+    #[tokio::test]
+    async fn a_lane_read_again_without_churn_reads_from_its_heads_to_the_end() {
+        let range = Range::new(10_000, vec![]);
+        let mut first_attempt = RangeReader::lane(6_000);
+        first_attempt.step(&range).await.unwrap();
+        let heads = first_attempt.heads().unwrap().to_vec();
+        let mut again = RangeReader::lane_again(6_000, heads);
+        let (got, requests, _) = read_all(&range, &mut again).await;
+        assert_eq!(got.first(), Some(&6_000));
+        assert_eq!(
+            got.len(),
+            4_000,
+            "from its first head to the end, once each"
+        );
+        assert!(requests <= 5, "{requests} requests");
     }
 
     #[tokio::test]

@@ -147,6 +147,11 @@ pub struct RangeArgs {
     /// leave: an estimate, used only to size further splits).
     #[serde(default)]
     pub stop_offset: Option<u64>,
+    /// The `since_last_changed` form `progress` was read with: `Some(true)` inclusive (`since =
+    /// lo`), `Some(false)` the strict form (`since = lo - 1 s`). A resumed job keeps it, since
+    /// the other form counts a different set and would look like a range that grew.
+    #[serde(default)]
+    pub since_inclusive: Option<bool>,
 }
 
 /// Where a lane starts.
@@ -345,6 +350,7 @@ mod tests {
             lane: None,
             stop_lane: None,
             stop_offset: None,
+            since_inclusive: None,
         };
         let json = serde_json::to_value(&args).unwrap();
         assert_eq!(json["hi"], "2023-11-14T22:13:20Z");

@@ -46,6 +46,7 @@ fn range_job(account: i64, run: i64, lo: Option<DateTime<Utc>>, hi: DateTime<Utc
         lane: None,
         stop_lane: None,
         stop_offset: None,
+        since_inclusive: None,
     };
     NewJob::new(
         JobKind::ImportWindow,

@@ -138,11 +138,16 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         account: &creds.mailchimp,
         list_id: &args.list_id,
         range: args.range,
-        rule: creds.mailchimp.since_rule(),
+        rule: resume_rule(&args, creds.mailchimp.since_rule()),
     };
     let mut reader = match (&args.progress, &args.lane) {
         (Some(progress), _) => RangeReader::resume(Some(progress)),
-        (None, Some(lane)) => RangeReader::lane(lane.offset),
+        // A lane's earlier attempt may have recorded its heads (the reader before it then
+        // stops at them) and failed before its first checkpoint: start at those heads.
+        (None, Some(lane)) => match lanes::heads(&ctx.pool, lane.id).await.map_err(db)? {
+            Some(heads) if !heads.is_empty() => RangeReader::lane_again(lane.offset, heads),
+            _ => RangeReader::lane(lane.offset),
+        },
         (None, None) => RangeReader::default(),
     };
     let mut lanes = Lanes {
@@ -165,7 +170,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
             if let Some(lane) = lanes.split(ctx, job, &args, at, share).await? {
                 let batch = pending.get_or_insert_with(Batch::default);
                 batch.children.push(lane);
-                batch.args = resume_args(&args, &reader, &lanes)?;
+                batch.args = resume_args(&args, &reader, &lanes, source.rule)?;
             }
         }
         if reader.is_done() {
@@ -201,21 +206,34 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
             out.post(&mut batch).await?;
             return Ok(finish(&args, &lanes, batch));
         }
-        batch.args = resume_args(&args, &reader, &lanes)?;
+        batch.args = resume_args(&args, &reader, &lanes, source.rule)?;
         pending = Some(batch);
     }
 }
 
 /// The job's arguments as a checkpoint stores them: where the reader stands and where it stops.
+/// The `since_last_changed` form of this job: the one its checkpoint was read with when it
+/// resumes (regression: a resume in a process that knew the rule differently counted the extra
+/// second, saw the range grow and failed the run), else what this process knows now.
+fn resume_rule(args: &RangeArgs, known: SinceRule) -> SinceRule {
+    match (&args.progress, args.since_inclusive) {
+        (Some(_), Some(true)) => SinceRule::Inclusive,
+        (Some(_), Some(false)) => SinceRule::Strict,
+        _ => known,
+    }
+}
+
 fn resume_args(
     args: &RangeArgs,
     reader: &RangeReader,
     lanes: &Lanes,
+    rule: SinceRule,
 ) -> Result<serde_json::Value, JobError> {
     let progress = RangeArgs {
         progress: Some(reader.progress()),
         stop_lane: lanes.stop,
         stop_offset: lanes.stop_offset,
+        since_inclusive: Some(rule == SinceRule::Inclusive),
         ..args.clone()
     };
     serde_json::to_value(progress)
@@ -646,6 +664,50 @@ async fn hand_over(
                 ctx.dispatcher.slot_freed.notify_one();
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn args(progress: bool, since_inclusive: Option<bool>) -> RangeArgs {
+        RangeArgs {
+            list_id: "l".into(),
+            range: Range {
+                lo: None,
+                hi: chrono::Utc
+                    .timestamp_opt(1_700_000_000, 0)
+                    .single()
+                    .unwrap_or_default(),
+            },
+            progress: progress.then(importer_core::range_reader::Progress::default),
+            lane: None,
+            stop_lane: None,
+            stop_offset: None,
+            since_inclusive,
+        }
+    }
+
+    /// Regression: a job resumed in a process that knew the rule differently read with the
+    /// other `since` form, counted a different set and took it for a range that grew.
+    #[test]
+    fn a_resumed_job_keeps_the_since_form_of_its_checkpoint() {
+        let cases = [
+            (true, Some(true), SinceRule::Unknown, SinceRule::Inclusive),
+            (true, Some(false), SinceRule::Inclusive, SinceRule::Strict),
+            (true, None, SinceRule::Inclusive, SinceRule::Inclusive),
+            (false, Some(true), SinceRule::Unknown, SinceRule::Unknown),
+            (false, None, SinceRule::Strict, SinceRule::Strict),
+        ];
+        for (progress, stored, known, expected) in cases {
+            assert_eq!(
+                resume_rule(&args(progress, stored), known),
+                expected,
+                "{progress} {stored:?} {known:?}"
+            );
         }
     }
 }

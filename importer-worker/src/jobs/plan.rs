@@ -69,6 +69,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
                 lane: None,
                 stop_lane: None,
                 stop_offset: None,
+                since_inclusive: None,
             };
             Ok(NewJob {
                 kind: JobKind::ImportWindow,
