@@ -385,6 +385,7 @@ impl RangeReader {
             }
         }
         let mut below = Vec::new();
+        let mut shrunk_now = shrunk;
         if !anchored {
             let mut low = q;
             // Removals pro rata of the part already read, with a margin: usually enough.
@@ -407,6 +408,9 @@ impl RangeReader {
                         below.extend(main.items);
                         return self.restart(step, below);
                     }
+                    // Members may go on leaving while the reader reads down: the shift is
+                    // bounded by the drop in count up to this read, not up to the main read.
+                    shrunk_now = shrunk_now.max(before.saturating_sub(gap.total));
                     let mut gap_items = gap.items;
                     let mut first_seen = gap_items
                         .first()
@@ -420,7 +424,7 @@ impl RangeReader {
                     // Counts prove it when ids cannot: positions moved down by at most `shrunk`
                     // (known only with an earlier count: not for a lane read again).
                     let by_count = self.total.is_some()
-                        && frontier - start >= shrunk + OVERLAP
+                        && frontier - start >= shrunk_now + OVERLAP
                         && frontier - start > self.recent.order.len() as u64;
                     if start == 0 || first_seen || by_count {
                         break 'search;
@@ -757,6 +761,27 @@ mod tests {
             "from its first head to the end, once each"
         );
         assert!(requests <= 5, "{requests} requests");
+    }
+
+    /// Regression: reading down after a resume (ids cannot tell: only the checkpoint's tail is
+    /// known), the proof by count used the drop in count up to the main read; members that
+    /// left during the reads down moved the rest further, and the search stopped too high.
+    #[tokio::test]
+    async fn removals_during_the_reads_down_count_in_the_proof_by_count() {
+        let mut changes: Vec<Change> = (0..3).map(|_| Change::Remove(vec![])).collect();
+        changes.push(Change::Remove((0..400).collect()));
+        changes.push(Change::Remove((0..200).collect()));
+        let range = Range::new(3_000, changes);
+        let mut first = RangeReader::default();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let step = first.step(&range).await.unwrap();
+            got.extend(step.fresh.iter().map(|m| m.0));
+        }
+        let mut resumed = RangeReader::resume(Some(&first.progress()));
+        let (rest, _, _) = read_all(&range, &mut resumed).await;
+        got.extend(rest);
+        assert_all_current_delivered(&range, &got);
     }
 
     #[tokio::test]
