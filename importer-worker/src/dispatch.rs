@@ -114,7 +114,7 @@ impl Dispatcher {
                         job_line!(warn, job, "job stopped: lease lost or at risk, or shutdown grace period over");
                     }
                 }
-                ctx.dispatcher.in_flight.remove(job.id);
+                ctx.dispatcher.in_flight.remove(job.fence());
                 metrics::gauge!("importer_jobs_in_flight").decrement(1.0);
                 // The capacity permit was freed when the work ended (or with the cancelled
                 // job); wake the claim loop to use it.

@@ -57,9 +57,18 @@ impl InFlight {
         true
     }
 
-    /// Forgets a job that ended.
-    pub(crate) fn remove(&self, job_id: i64) {
-        self.lock().running.remove(&job_id);
+    /// Forgets a job that ended: its own lease only. The same job id may already run again
+    /// under a new lease here (it snoozed or retried, and was claimed again before this task
+    /// ended); forgetting that one would leave its lease unrenewed and unreleased at shutdown.
+    pub(crate) fn remove(&self, fence: Fence) {
+        let mut jobs = self.lock();
+        if jobs
+            .running
+            .get(&fence.job_id)
+            .is_some_and(|e| e.fence == fence)
+        {
+            jobs.running.remove(&fence.job_id);
+        }
     }
 
     /// The fences of every running job.
@@ -83,9 +92,16 @@ impl InFlight {
                 if let Some(entry) = jobs.running.get_mut(&fence.job_id) {
                     entry.renewed_at = entry.renewed_at.max(at);
                 }
-            } else if let Some(entry) = jobs.running.remove(&fence.job_id) {
-                entry.token.cancel();
-                lost.push(fence.job_id);
+            } else if jobs
+                .running
+                .get(&fence.job_id)
+                .is_some_and(|e| e.fence == *fence)
+            {
+                // Only the lease asked about: a newer lease of the same job id is not lost.
+                if let Some(entry) = jobs.running.remove(&fence.job_id) {
+                    entry.token.cancel();
+                    lost.push(fence.job_id);
+                }
             }
         }
         lost
@@ -227,6 +243,36 @@ mod tests {
         assert!(stale.is_cancelled());
         assert!(!renewed.is_cancelled(), "job 2 was renewed at 15 s");
         assert_eq!(in_flight.fences(), vec![fence(2)]);
+    }
+
+    /// Regression: the set was keyed by job id and forgot by job id, so the end of a job's
+    /// old task, or a renewal asked for its old lease, forgot the same job running again under
+    /// a new lease: unrenewed, and left leased by a stopped worker (seen in CI as
+    /// `a_stopped_worker_holds_no_lease_whenever_it_stops`).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_old_lease_of_a_job_never_forgets_or_stops_its_new_one() {
+        let in_flight = InFlight::default();
+        let old = Fence {
+            job_id: 20,
+            token: 1,
+        };
+        let new = Fence {
+            job_id: 20,
+            token: 2,
+        };
+        let (old_token, new_token) = (CancellationToken::new(), CancellationToken::new());
+        in_flight.insert(old, old_token.clone());
+        in_flight.insert(new, new_token.clone());
+        in_flight.remove(old);
+        assert_eq!(
+            in_flight.fences(),
+            vec![new],
+            "the old task's end keeps the new lease"
+        );
+        let lost = in_flight.renewed(&[old], &[], Instant::now());
+        assert!(lost.is_empty(), "{lost:?}");
+        assert!(!new_token.is_cancelled());
+        assert_eq!(in_flight.cancel_all(), vec![new], "released at shutdown");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
