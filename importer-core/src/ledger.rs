@@ -40,6 +40,8 @@ pub struct Delivery {
     pub fingerprint: i64,
     /// Its `last_changed` as read (`None` when Mailchimp sent none).
     pub last_changed: Option<DateTime<Utc>>,
+    /// [`member_key`] of `member_id`, once for the page's lookup and its write.
+    key: Vec<u8>,
 }
 
 impl Delivery {
@@ -49,6 +51,7 @@ impl Delivery {
             member_id: record.id.clone(),
             fingerprint: fingerprint(record),
             last_changed: last_changed.and_then(|s| DateTime::from_timestamp(s, 0)),
+            key: member_key(&record.id),
         }
     }
 }
@@ -111,10 +114,7 @@ impl ListLedger {
         if self.always_post || deliveries.is_empty() {
             return Ok(HashSet::new());
         }
-        let keys: Vec<Vec<u8>> = deliveries
-            .iter()
-            .map(|d| member_key(&d.member_id))
-            .collect();
+        let keys: Vec<&[u8]> = deliveries.iter().map(|d| d.key.as_slice()).collect();
         // The keys as one array, so the lookup is an index scan of the list's rows for these
         // members only, whatever the list's size (joined with unnest instead, the planner
         // hashed every row of the list on each page).
@@ -130,9 +130,8 @@ impl ListLedger {
         let held: HashMap<Vec<u8>, i64> = held.into_iter().collect();
         Ok(deliveries
             .iter()
-            .zip(&keys)
-            .filter(|(d, key)| held.get(*key) == Some(&d.fingerprint))
-            .map(|(d, _)| d.member_id.clone())
+            .filter(|d| held.get(&d.key) == Some(&d.fingerprint))
+            .map(|d| d.member_id.clone())
             .collect())
     }
 }
@@ -144,12 +143,12 @@ impl ListLedger {
 /// `member_keys_are_those_of_the_sql_function` holds both to the same answers.
 fn member_key(member_id: &str) -> Vec<u8> {
     let bytes = member_id.as_bytes();
+    // Lowercase only, as the SQL function's pattern: an uppercase id is kept as its bytes.
     let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
     if bytes.len() == 32 && bytes.iter().all(lower_hex) {
-        return bytes
-            .chunks(2)
-            .map(|pair| (hex_digit(pair[0]) << 4) | hex_digit(pair[1]))
-            .collect();
+        if let Ok(key) = hex::decode(bytes) {
+            return key;
+        }
     }
     let mut key = bytes.to_vec();
     if key.len() == 16 {
@@ -157,13 +156,6 @@ fn member_key(member_id: &str) -> Vec<u8> {
         key.push(0);
     }
     key
-}
-
-fn hex_digit(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        _ => b - b'a' + 10,
-    }
 }
 
 /// Forgets what was delivered for every list of `account_id`: its destination changed, and
@@ -195,10 +187,7 @@ pub(crate) async fn record<'e, E: PgExecutor<'e>>(
     if deliveries.is_empty() {
         return Ok(());
     }
-    let keys: Vec<Vec<u8>> = deliveries
-        .iter()
-        .map(|d| member_key(&d.member_id))
-        .collect();
+    let keys: Vec<&[u8]> = deliveries.iter().map(|d| d.key.as_slice()).collect();
     let prints: Vec<i64> = deliveries.iter().map(|d| d.fingerprint).collect();
     let changed: Vec<Option<DateTime<Utc>>> = deliveries.iter().map(|d| d.last_changed).collect();
     sqlx::query(

@@ -712,6 +712,13 @@ mod tests {
         assert_all_current_delivered_from(&range, &got, 6_000);
     }
 
+    /// The heads a lane starting at `offset` records at its first read.
+    async fn first_attempt_heads(range: &Range, offset: u64) -> Vec<u64> {
+        let mut first_attempt = RangeReader::lane(offset);
+        first_attempt.step(range).await.unwrap();
+        first_attempt.heads().unwrap().to_vec()
+    }
+
     /// Regression: a lane whose first attempt recorded its heads and then failed before its
     /// first checkpoint was read again from whatever stood at its offset by then, while the
     /// reader before it stopped at the recorded heads: members that slid below the offset in
@@ -720,15 +727,13 @@ mod tests {
     async fn a_lane_read_again_before_its_first_checkpoint_starts_at_its_recorded_heads() {
         let range = Range::new(10_000, vec![]);
         let mut parent = RangeReader::default();
-        let (mut got, _, _) = (Vec::new(), 0, 0);
+        let mut got = Vec::new();
         for _ in 0..2 {
             let step = parent.step(&range).await.unwrap();
             got.extend(step.fresh.iter().map(|m| m.0));
         }
         // The lane's first attempt: reads a page, records its heads, dies undelivered.
-        let mut first_attempt = RangeReader::lane(6_000);
-        first_attempt.step(&range).await.unwrap();
-        let heads = first_attempt.heads().unwrap().to_vec();
+        let heads = first_attempt_heads(&range, 6_000).await;
         parent.set_stop(&heads, Some(6_000));
         // 50 members below the lane's start leave before the lane is read again.
         range
@@ -749,9 +754,7 @@ mod tests {
     #[tokio::test]
     async fn a_lane_read_again_without_churn_reads_from_its_heads_to_the_end() {
         let range = Range::new(10_000, vec![]);
-        let mut first_attempt = RangeReader::lane(6_000);
-        first_attempt.step(&range).await.unwrap();
-        let heads = first_attempt.heads().unwrap().to_vec();
+        let heads = first_attempt_heads(&range, 6_000).await;
         let mut again = RangeReader::lane_again(6_000, heads);
         let (got, requests, _) = read_all(&range, &mut again).await;
         assert_eq!(got.first(), Some(&6_000));

@@ -40,6 +40,16 @@ struct Jobs {
     closed: bool,
 }
 
+impl Jobs {
+    /// Removes the entry of `fence`'s lease only: a newer lease of the same job id stays.
+    fn take(&mut self, fence: Fence) -> Option<Entry> {
+        match self.running.get(&fence.job_id) {
+            Some(entry) if entry.fence == fence => self.running.remove(&fence.job_id),
+            _ => None,
+        }
+    }
+}
+
 impl InFlight {
     /// Registers a running job whose lease was just granted; `false` (nothing registered) once
     /// [`InFlight::cancel_all`] closed the set: the caller must release the job instead.
@@ -61,14 +71,7 @@ impl InFlight {
     /// under a new lease here (it snoozed or retried, and was claimed again before this task
     /// ended); forgetting that one would leave its lease unrenewed and unreleased at shutdown.
     pub(crate) fn remove(&self, fence: Fence) {
-        let mut jobs = self.lock();
-        if jobs
-            .running
-            .get(&fence.job_id)
-            .is_some_and(|e| e.fence == fence)
-        {
-            jobs.running.remove(&fence.job_id);
-        }
+        self.lock().take(fence);
     }
 
     /// The fences of every running job.
@@ -92,16 +95,9 @@ impl InFlight {
                 if let Some(entry) = jobs.running.get_mut(&fence.job_id) {
                     entry.renewed_at = entry.renewed_at.max(at);
                 }
-            } else if jobs
-                .running
-                .get(&fence.job_id)
-                .is_some_and(|e| e.fence == *fence)
-            {
-                // Only the lease asked about: a newer lease of the same job id is not lost.
-                if let Some(entry) = jobs.running.remove(&fence.job_id) {
-                    entry.token.cancel();
-                    lost.push(fence.job_id);
-                }
+            } else if let Some(entry) = jobs.take(*fence) {
+                entry.token.cancel();
+                lost.push(fence.job_id);
             }
         }
         lost
