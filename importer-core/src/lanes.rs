@@ -3,12 +3,17 @@
 
 use sqlx::PgPool;
 
+use crate::queue::{self, QueueError};
+
 /// Why a lane operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LaneError {
     /// The database failed or is unreachable.
     #[error("lanes database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Taking the lane's job back failed.
+    #[error("lanes: {0}")]
+    Queue(#[from] QueueError),
 }
 
 /// Registers a lane of `run_id` starting at `start_offset`; returns its id. An unused lane (its
@@ -45,4 +50,25 @@ pub async fn heads(pool: &PgPool, lane_id: i64) -> Result<Option<Vec<u64>>, Lane
     Ok(keys
         .flatten()
         .map(|keys| keys.into_iter().map(|k| k as u64).collect()))
+}
+
+/// Takes back the lane `lane_id`, whose job `job_id` no worker has claimed yet
+/// ([`queue::withdraw`]), and records in the same transaction that the lane reads nothing (empty
+/// heads). Returns whether the job was still waiting.
+///
+/// The mark is what a retry of the reader before the lane relies on: that reader may resume
+/// from a checkpoint that still names this lane as its stop (it was killed before checkpointing
+/// the stop it took back). Finding empty heads, it reads on to its own end at once instead of
+/// waiting for a lane that will never read (reading a later lane's share twice, harmlessly).
+pub async fn withdraw(pool: &PgPool, lane_id: i64, job_id: i64) -> Result<bool, LaneError> {
+    let mut tx = pool.begin().await?;
+    if !queue::withdraw(&mut *tx, job_id).await? {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE importer.range_lanes SET heads = '{}' WHERE id = $1 AND heads IS NULL")
+        .bind(lane_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -557,3 +557,48 @@ async fn a_lane_records_its_heads_once_and_an_unstarted_lane_can_be_taken_back(p
         "the withdrawn lane counts as done"
     );
 }
+
+/// Regression: a lane taken back stayed without heads, so a retry of its parent from a
+/// checkpoint that still named it (the parent killed before checkpointing the stop it took
+/// back) waited for a lane that would never read. Taken back, a lane reads nothing; a lane
+/// already claimed is neither taken back nor marked.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_lane_taken_back_reads_nothing(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = runs::create(&pool, list, request(RequestedMode::Auto))
+        .await
+        .unwrap();
+    plan_into(&pool, &run, &[(None, run.until)]).await;
+    let claimed = claim_one(&pool, "w").await;
+    let claimed_lane = importer_core::lanes::create(&pool, run.id, 1_000)
+        .await
+        .unwrap();
+    assert!(
+        !importer_core::lanes::withdraw(&pool, claimed_lane, claimed.id)
+            .await
+            .unwrap(),
+        "a claimed lane is not taken back"
+    );
+    assert_eq!(
+        importer_core::lanes::heads(&pool, claimed_lane)
+            .await
+            .unwrap(),
+        None,
+        "nor marked: it is about to read"
+    );
+
+    let lane = importer_core::lanes::create(&pool, run.id, 5_000)
+        .await
+        .unwrap();
+    let job = queue::enqueue(&pool, &range_job(run.account_id, run.id, None, run.until))
+        .await
+        .unwrap();
+    assert!(importer_core::lanes::withdraw(&pool, lane, job)
+        .await
+        .unwrap());
+    assert_eq!(
+        importer_core::lanes::heads(&pool, lane).await.unwrap(),
+        Some(Vec::new()),
+        "a lane taken back reads nothing"
+    );
+}

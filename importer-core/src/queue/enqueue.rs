@@ -1,7 +1,7 @@
 //! Adding jobs: one statement for any number of jobs (`UNNEST`), counted on their runs in the
 //! same transaction, and one `NOTIFY` to wake idle workers.
 
-use sqlx::{Acquire, PgConnection, Postgres};
+use sqlx::{Acquire, PgConnection, PgExecutor, Postgres};
 
 use super::{NewJob, QueueError};
 
@@ -118,11 +118,7 @@ pub(crate) async fn insert_jobs(
 /// its producer does itself instead): deletes it and counts it done on its run, in one
 /// statement (run row locked before the job row). Returns whether it was still waiting; a
 /// claimed, finished or missing job is left alone. Errors are database failures.
-pub async fn withdraw<'a, A>(conn: A, job_id: i64) -> Result<bool, QueueError>
-where
-    A: Acquire<'a, Database = Postgres>,
-{
-    let mut conn = conn.acquire().await?;
+pub async fn withdraw<'e, E: PgExecutor<'e>>(executor: E, job_id: i64) -> Result<bool, QueueError> {
     let gone: i64 = sqlx::query_scalar(
         "WITH run_lock AS MATERIALIZED (
              SELECT r.id FROM importer.runs r
@@ -146,7 +142,7 @@ where
          SELECT count(*) FROM gone",
     )
     .bind(job_id)
-    .fetch_one(&mut *conn)
+    .fetch_one(executor)
     .await?;
     Ok(gone == 1)
 }

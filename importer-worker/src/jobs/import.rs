@@ -115,7 +115,8 @@ const SPLIT_MIN_MEMBERS: u64 = 2 * PAGE_SIZE;
 /// before it takes the lane back, if nobody has claimed it.
 const HEADS_WAIT: Duration = Duration::from_secs(2);
 
-/// How long it waits for a lane that was claimed but has not read yet, before reading on
+/// How long it waits, once per lane, for a lane that was claimed but has not read yet, before
+/// reading on
 /// (then what lies past the lane's start is read twice, harmlessly).
 const HEADS_GIVE_UP: Duration = Duration::from_secs(20);
 
@@ -156,6 +157,7 @@ pub(super) async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Completion
         split: None,
         stop_known: None,
         heads_recorded: args.lane.is_none() || args.progress.is_some(),
+        waited_out: None,
     };
     let mut pending: Option<Batch> = None;
     let mut capacity: Option<Capacity> = None;
@@ -305,6 +307,8 @@ struct Lanes {
     stop_known: Option<i64>,
     /// Whether this job's own lane heads are recorded (or it is not a lane).
     heads_recorded: bool,
+    /// The stop lane this job waited [`HEADS_GIVE_UP`] for without seeing it read.
+    waited_out: Option<i64>,
 }
 
 impl Lanes {
@@ -324,6 +328,15 @@ impl Lanes {
         !starting && !reader.is_done()
     }
 
+    /// Whether a reader at `frontier` waits for the first read of `lane`, the lane it stops at,
+    /// before reading on: near the lane's start (moments after the lane is claimed it has read)
+    /// rather than read into it, since what lies past its start would be read twice; and only
+    /// until it has waited [`HEADS_GIVE_UP`] for that lane once.
+    fn waits_for_heads(&self, lane: i64, frontier: u64) -> bool {
+        self.waited_out != Some(lane)
+            && self.stop_offset.is_some_and(|at| frontier + PAGE_SIZE > at)
+    }
+
     /// Gives the reader the heads of the lane it stops at, once that lane has read them.
     async fn resolve_stop(
         &mut self,
@@ -333,11 +346,7 @@ impl Lanes {
         let Some(lane) = self.stop.filter(|l| self.stop_known != Some(*l)) else {
             return Ok(());
         };
-        // Near the lane's start, wait for its first read (moments after it is claimed) rather
-        // than read into it: what lies past its start would be read twice.
-        let near = self
-            .stop_offset
-            .is_some_and(|at| reader.frontier() + PAGE_SIZE > at);
+        let near = self.waits_for_heads(lane, reader.frontier());
         let started = tokio::time::Instant::now();
         loop {
             if let Some(heads) = lanes::heads(&ctx.pool, lane).await.map_err(db)? {
@@ -345,7 +354,15 @@ impl Lanes {
                 self.stop_known = Some(lane);
                 return Ok(());
             }
-            if !near || ctx.stopping.is_cancelled() || started.elapsed() >= HEADS_GIVE_UP {
+            if !near || ctx.stopping.is_cancelled() {
+                return Ok(());
+            }
+            if started.elapsed() >= HEADS_GIVE_UP {
+                // Once per lane: after that the reader reads on and only looks for the heads
+                // (regression: it waited again before every page, 20 s each, for a lane whose
+                // worker was killed before its first read).
+                self.waited_out = Some(lane);
+                tracing::info!(lane, "lane claimed but not read in time: reading on");
                 return Ok(());
             }
             if started.elapsed() >= HEADS_WAIT {
@@ -357,7 +374,7 @@ impl Lanes {
                     stop_offset,
                 }) = self.split
                 {
-                    if queue::withdraw(&ctx.pool, job).await? {
+                    if lanes::withdraw(&ctx.pool, lane, job).await.map_err(db)? {
                         tracing::info!(lane, "lane not started in time: taken back");
                         self.split = None;
                         self.stop = stop;
@@ -689,6 +706,35 @@ mod tests {
             stop_offset: None,
             since_inclusive,
         }
+    }
+
+    /// Regression: a reader whose stop lane was claimed but never read (its worker killed
+    /// before the lane's first page) waited [`HEADS_GIVE_UP`] again before each of its pages
+    /// past the lane's start. It waits once per lane, then reads on.
+    #[test]
+    fn a_reader_waits_out_a_silent_lane_once() {
+        let mut lanes = Lanes {
+            stop: Some(7),
+            stop_offset: Some(5_000),
+            split: None,
+            stop_known: None,
+            heads_recorded: true,
+            waited_out: None,
+        };
+        assert!(
+            !lanes.waits_for_heads(7, 1_000),
+            "far from the lane's start"
+        );
+        assert!(lanes.waits_for_heads(7, 4_500));
+        assert!(lanes.waits_for_heads(7, 9_000), "past it, never waited out");
+        lanes.waited_out = Some(7);
+        assert!(!lanes.waits_for_heads(7, 4_500));
+        assert!(!lanes.waits_for_heads(7, 9_000));
+        lanes.stop = Some(8);
+        assert!(
+            lanes.waits_for_heads(8, 4_500),
+            "another lane is waited for again"
+        );
     }
 
     /// Regression: a job resumed in a process that knew the rule differently read with the
