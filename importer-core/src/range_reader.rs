@@ -115,8 +115,11 @@ pub trait RangeSource {
 pub struct Progress {
     /// Position just past the last member read, as of the last read.
     pub offset: u64,
-    /// The range's size at the last read.
-    pub total: u64,
+    /// The range's size at the last read; `None` right after a restart (no read of the range
+    /// since). Stored as 0 there before, which a resumed reader took for a range that grew
+    /// (regression: a job retried from that checkpoint failed for good at the restart limit).
+    #[serde(default)]
+    pub total: Option<u64>,
     /// Times the range was read again from its start after it grew.
     pub restarts: u32,
     /// Keys of the last members read (at most [`TAIL`]), to anchor the next read.
@@ -225,7 +228,7 @@ impl RangeReader {
         let mut reader = RangeReader::default();
         if let Some(p) = progress {
             reader.offset = p.offset;
-            reader.total = Some(p.total);
+            reader.total = p.total;
             reader.restarts = p.restarts;
             reader.lane_start = p.lane_start;
             for key in &p.tail {
@@ -264,7 +267,7 @@ impl RangeReader {
     pub fn progress(&self) -> Progress {
         Progress {
             offset: self.offset,
-            total: self.total.unwrap_or(0),
+            total: self.total,
             restarts: self.restarts,
             tail: self.recent.tail(),
             lane_start: self.lane_start,
@@ -836,6 +839,38 @@ mod tests {
             }
         };
         assert!(matches!(err, ReadError::NotFrozen { restarts } if restarts == MAX_RESTARTS));
+    }
+
+    /// Regression: a checkpoint taken just after a restart stored the range's size as 0, so
+    /// the reader resumed from it saw the range grow at its first read, restarted again, and at
+    /// the restart limit failed on every retry from that checkpoint.
+    #[tokio::test]
+    async fn a_reader_resumed_just_after_a_restart_sees_no_growth() {
+        let range = Range::new(3_000, vec![Change::Remove(vec![]), Change::Enter(vec![10])]);
+        let mut reader = RangeReader::default();
+        let first = reader.step(&range).await.unwrap();
+        let second = reader.step(&range).await.unwrap();
+        assert_eq!((first.events, second.events), (0, 1), "the range grew once");
+        let saved = reader.progress();
+        assert_eq!(saved.total, None, "no read since the restart");
+        let mut resumed = RangeReader::resume(Some(&saved));
+        let mut events = 0;
+        let mut got: Vec<u32> = first
+            .fresh
+            .iter()
+            .chain(&second.fresh)
+            .map(|m| m.0)
+            .collect();
+        while !resumed.is_done() {
+            let step = resumed.step(&range).await.unwrap();
+            events += step.events;
+            got.extend(step.fresh.iter().map(|m| m.0));
+        }
+        assert_eq!(
+            events, 0,
+            "the resumed reader took a range that did not change for one that grew"
+        );
+        assert_all_current_delivered(&range, &got);
     }
 
     /// A range split in lanes at several points while it is read (and while members leave):

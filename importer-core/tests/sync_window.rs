@@ -348,7 +348,7 @@ async fn checkpoints_count_what_was_delivered_and_a_retry_resumes_from_them(pool
     let mut args: RangeArgs = serde_json::from_value(job.args.clone()).unwrap();
     args.progress = Some(importer_core::range_reader::Progress {
         offset: 1000,
-        total: 5000,
+        total: Some(5000),
         restarts: 0,
         tail: vec![7, 8, 9],
         lane_start: None,
@@ -528,12 +528,19 @@ async fn a_lane_records_its_heads_once_and_an_unstarted_lane_can_be_taken_back(p
         importer_core::lanes::heads(&pool, lane).await.unwrap(),
         None
     );
-    importer_core::lanes::record_heads(&pool, lane, &[1, u64::MAX, 3])
-        .await
-        .unwrap();
-    importer_core::lanes::record_heads(&pool, lane, &[9])
-        .await
-        .unwrap();
+    assert_eq!(
+        importer_core::lanes::record_heads(&pool, lane, &[1, u64::MAX, 3])
+            .await
+            .unwrap(),
+        vec![1, u64::MAX, 3]
+    );
+    assert_eq!(
+        importer_core::lanes::record_heads(&pool, lane, &[9])
+            .await
+            .unwrap(),
+        vec![1, u64::MAX, 3],
+        "a later attempt learns the heads it must start from"
+    );
     assert_eq!(
         importer_core::lanes::heads(&pool, lane).await.unwrap(),
         Some(vec![1, u64::MAX, 3]),
@@ -556,6 +563,44 @@ async fn a_lane_records_its_heads_once_and_an_unstarted_lane_can_be_taken_back(p
         (3, 2, 1),
         "the withdrawn lane counts as done"
     );
+}
+
+/// Regression: a lane whose job waited again after its first read (retried, snoozed or
+/// released after recording its heads) was taken back, and the reader before it, resumed from
+/// a checkpoint naming it, stopped at those heads: the lane's share was read by nobody.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_lane_that_has_read_is_never_taken_back(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let run = runs::create(&pool, list, request(RequestedMode::Auto))
+        .await
+        .unwrap();
+    plan_into(&pool, &run, &[(None, run.until)]).await;
+    let lane = importer_core::lanes::create(&pool, run.id, 5_000)
+        .await
+        .unwrap();
+    let job = queue::enqueue(&pool, &range_job(run.account_id, run.id, None, run.until))
+        .await
+        .unwrap();
+    importer_core::lanes::record_heads(&pool, lane, &[4, 2])
+        .await
+        .unwrap();
+    assert!(
+        !importer_core::lanes::withdraw(&pool, lane, job)
+            .await
+            .unwrap(),
+        "the lane has read: the reader before it may stop at its heads"
+    );
+    assert_eq!(
+        importer_core::lanes::heads(&pool, lane).await.unwrap(),
+        Some(vec![4, 2])
+    );
+    let waiting: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM importer.jobs WHERE id = $1)")
+            .bind(job)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(waiting, "its job stays, to read the lane's share");
 }
 
 /// Regression: a lane taken back stayed without heads, so a retry of its parent from a

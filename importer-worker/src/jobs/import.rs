@@ -399,9 +399,18 @@ impl Lanes {
             return Ok(());
         }
         if let (Some(lane), Some(heads)) = (args.lane, reader.heads()) {
-            lanes::record_heads(&ctx.pool, lane.id, heads)
+            let stored = lanes::record_heads(&ctx.pool, lane.id, heads)
                 .await
                 .map_err(db)?;
+            if stored != heads {
+                // An earlier attempt recorded its heads late (it had stalled past its lease):
+                // the reader before this lane stops at those, so this lane must start there.
+                // Nothing of this attempt is delivered yet; the retry reads from them.
+                return Err(JobError::Retryable {
+                    message: "an earlier attempt of this lane recorded other first members; reading again from those".to_owned(),
+                    retry_after: None,
+                });
+            }
             self.heads_recorded = true;
         }
         Ok(())
