@@ -10,7 +10,8 @@
 /// Implements `sqlx::FromRow` for a struct with named fields, each read from the column of its
 /// name (what `#[derive(sqlx::FromRow)]` does).
 ///
-/// ```ignore
+/// ```
+/// use chrono::{DateTime, Utc};
 /// struct Minute { at: DateTime<Utc>, records: i64 }
 /// importer_core::from_row!(Minute { at, records });
 /// ```
