@@ -191,6 +191,14 @@ pub enum AccountError {
     /// A value breaks a rule of the schema (empty name, concurrency outside 1..=1000).
     #[error("invalid account: {0}")]
     Invalid(String),
+    /// The destination cannot change while runs of the account are active.
+    #[error("account {account_id} has active runs {runs:?}: their jobs post to the destination they started with; cancel them (runs cancel <id>) or let them finish, then change the destination")]
+    RunsActive {
+        /// The account.
+        account_id: i64,
+        /// Its active runs.
+        runs: Vec<i64>,
+    },
 }
 
 const ACCOUNT_COLUMNS: &str = "id, name, mailchimp_key, mailchimp_key_hint, mailchimp_base_url, \
@@ -270,8 +278,10 @@ pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<Account>, 
 }
 
 /// Applies `update` and returns the account. Lowering `max_concurrency` takes effect at the next
-/// claim (slots already held run to their end). Errors: [`AccountError::NotFound`],
-/// [`AccountError::NameTaken`], [`AccountError::Invalid`], database failures.
+/// claim (slots already held run to their end). A new destination URL or key forgets what the
+/// ledger says was delivered, and is refused while runs of the account are active. Errors:
+/// [`AccountError::NotFound`], [`AccountError::NameTaken`], [`AccountError::Invalid`],
+/// [`AccountError::RunsActive`], database failures.
 pub async fn update(
     pool: &PgPool,
     id: i64,
@@ -295,6 +305,10 @@ pub async fn update(
          RETURNING {ACCOUNT_COLUMNS}"
     );
     let mut tx = pool.begin().await?;
+    let moves = update.destination_url.is_some() || update.destination_key.is_some();
+    if moves {
+        refuse_while_running(&mut tx, id).await?;
+    }
     let account: Account = sqlx::query_as(&sql)
         .bind(id)
         .bind(&update.name)
@@ -314,13 +328,40 @@ pub async fn update(
     // A new destination holds none of what the ledger says was delivered: forget it, or the
     // next runs would skip every member they find unchanged. (Key rotation re-encrypts the
     // same key through `secrets`, not here, and keeps the ledger.)
-    if update.destination_url.is_some() || update.destination_key.is_some() {
+    if moves {
         ledger::forget_account(&mut *tx, id)
             .await
             .map_err(|LedgerError::Database(e)| AccountError::Database(e))?;
     }
     tx.commit().await?;
     Ok(account)
+}
+
+/// Refuses a destination change while runs of the account are active. Their jobs loaded the
+/// old destination once and post to it to the end, and would record those posts in the ledger
+/// just forgotten: a later sync would skip those members as delivered while the new destination
+/// never got them. The account's lists are locked first, so no run starts before this
+/// transaction ends (a run's insert waits on its list's row).
+async fn refuse_while_running(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    account_id: i64,
+) -> Result<(), AccountError> {
+    let runs: Vec<i64> = sqlx::query_scalar(
+        "WITH locked AS MATERIALIZED (
+             SELECT l.id FROM importer.lists l WHERE l.account_id = $1 ORDER BY l.id FOR UPDATE
+         )
+         SELECT r.id FROM importer.runs r
+          WHERE r.list_id IN (SELECT id FROM locked) AND r.status IN ('planning', 'running')
+          ORDER BY r.id",
+    )
+    .bind(account_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    if runs.is_empty() {
+        Ok(())
+    } else {
+        Err(AccountError::RunsActive { account_id, runs })
+    }
 }
 
 fn split_key(key: &Option<Sealed>) -> (Option<&[u8]>, Option<&str>) {

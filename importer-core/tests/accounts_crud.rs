@@ -385,3 +385,60 @@ async fn a_new_destination_forgets_the_accounts_ledger_and_other_changes_keep_it
         "a new destination key forgets too"
     );
 }
+
+/// Regression: a destination changed while a run was active forgot the ledger, and that run's
+/// jobs, which had loaded the old destination, went on posting there and recording the posts in
+/// the ledger: a later sync skipped those members as delivered, and the new destination never
+/// got them. The change is refused, naming the runs, until they end.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_destination_change_is_refused_while_a_run_is_active(pool: PgPool) {
+    use importer_core::runs::{self, RequestedMode, RunRequest};
+    let sbox = secrets();
+    let acme = accounts::create(&pool, &sbox, &new_account("acme"))
+        .await
+        .unwrap();
+    let list = lists::add(
+        &pool,
+        &NewList {
+            account_id: acme.id,
+            mailchimp_list_id: "a1b2c3".to_owned(),
+            name: None,
+            schedule: lists::DEFAULT_SCHEDULE,
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    let run = runs::create(
+        &pool,
+        list.id,
+        RunRequest {
+            mode: RequestedMode::Auto,
+        },
+    )
+    .await
+    .unwrap();
+    let moved = AccountUpdate {
+        destination_url: Some("https://records-new.example.com".to_owned()),
+        ..AccountUpdate::default()
+    };
+    match accounts::update(&pool, acme.id, &moved).await {
+        Err(AccountError::RunsActive { account_id, runs }) => {
+            assert_eq!((account_id, runs), (acme.id, vec![run.id]));
+        }
+        other => panic!("expected RunsActive, got {other:?}"),
+    }
+    let unchanged = accounts::get(&pool, acme.id).await.unwrap().unwrap();
+    assert_eq!(unchanged.destination_url, acme.destination_url);
+    let cap = AccountUpdate {
+        max_concurrency: Some(3),
+        ..AccountUpdate::default()
+    };
+    accounts::update(&pool, acme.id, &cap)
+        .await
+        .expect("other changes are not refused");
+
+    runs::cancel(&pool, run.id).await.unwrap();
+    let updated = accounts::update(&pool, acme.id, &moved).await.unwrap();
+    assert_eq!(updated.destination_url, "https://records-new.example.com");
+}

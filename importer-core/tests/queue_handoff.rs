@@ -111,3 +111,42 @@ async fn a_handoff_never_leaves_more_live_slots_than_a_lowered_cap(pool: PgPool)
     assert_eq!(&counts[..5], &[9, 8, 7, 6, 5], "{counts:?}");
     assert!(counts.iter().skip(5).all(|n| *n <= 5), "{counts:?}");
 }
+
+/// Regression: a handoff accepted a lease however long expired. A stalled holder's handoff then
+/// raced a claim that no longer counted that slot (expired past the grace), and both leased a
+/// job with it: the account ran one job over its cap. Past the grace the holder is fenced.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_lease_expired_past_the_grace_hands_off_nothing(pool: PgPool) {
+    let acct = account(&pool, "stalled", 1).await;
+    enqueue_jobs(&pool, acct, 3).await;
+    let held = queue::claim(&pool, "w1", 10, LEASE).await.unwrap();
+    assert_eq!(held.len(), 1);
+    sqlx::query("UPDATE importer.jobs SET locked_until = now() - interval '10 s' WHERE id = $1")
+        .bind(held[0].id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::handoff_slot(&pool, held[0].fence(), "w1", LEASE)
+            .await
+            .unwrap(),
+        Handoff::Fenced
+    );
+    assert_eq!(live_slots(&pool, acct).await, 0, "nothing leased with it");
+
+    // Within the grace the claim still counts the slot, so a swap stays one for one.
+    let again = queue::claim(&pool, "w2", 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    sqlx::query("UPDATE importer.jobs SET locked_until = now() - interval '100 ms' WHERE id = $1")
+        .bind(again[0].id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        queue::handoff_slot(&pool, again[0].fence(), "w2", LEASE)
+            .await
+            .unwrap(),
+        Handoff::Next(_)
+    ));
+    assert_eq!(live_slots(&pool, acct).await, 1);
+}

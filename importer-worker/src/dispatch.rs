@@ -83,16 +83,18 @@ impl Dispatcher {
         self.tracker.spawn(task)
     }
 
-    /// Runs `job` with `permit` as a tracked task; gives the job back (`Err`) when the worker is
-    /// past its hard stop, for the caller to release.
+    /// Runs `job`, leased by a request sent at `asked_at`, with `permit` as a tracked task;
+    /// gives the job back (`Err`) when the worker is past its hard stop, for the caller to
+    /// release.
     pub(crate) fn start(
         &self,
         ctx: Arc<JobContext>,
         job: ClaimedJob,
         permit: OwnedSemaphorePermit,
+        asked_at: tokio::time::Instant,
     ) -> Result<(), ClaimedJob> {
         let token = CancellationToken::new();
-        if !self.in_flight.insert(job.fence(), token.clone()) {
+        if !self.in_flight.insert(job.fence(), token.clone(), asked_at) {
             return Err(job);
         }
         self.started.fetch_add(1, Ordering::Relaxed);

@@ -33,10 +33,13 @@ pub(crate) struct InFlight {
     jobs: Arc<Mutex<Jobs>>,
 }
 
-/// The running jobs, and whether the set is closed (hard stop: no job may start any more).
+/// The running jobs, the leases of jobs stopped because they could not be renewed (to release
+/// once the database answers), and whether the set is closed (hard stop: no job may start any
+/// more).
 #[derive(Default)]
 struct Jobs {
     running: HashMap<i64, Entry>,
+    stopped: Vec<Fence>,
     closed: bool,
 }
 
@@ -51,19 +54,25 @@ impl Jobs {
 }
 
 impl InFlight {
-    /// Registers a running job whose lease was just granted; `false` (nothing registered) once
-    /// [`InFlight::cancel_all`] closed the set: the caller must release the job instead.
-    pub(crate) fn insert(&self, fence: Fence, token: CancellationToken) -> bool {
+    /// Registers a running job whose lease was granted by a request sent at `asked_at` (the
+    /// lease runs from the database's commit, which came after: counting from when the answer
+    /// arrived would let a late answer outlive the lease unnoticed); `false` (nothing
+    /// registered) once [`InFlight::cancel_all`] closed the set: the caller must release the
+    /// job instead. An older lease of the same job id still registered here is stopped: only
+    /// the newest holder may run.
+    pub(crate) fn insert(&self, fence: Fence, token: CancellationToken, asked_at: Instant) -> bool {
         let entry = Entry {
             fence,
             token,
-            renewed_at: Instant::now(),
+            renewed_at: asked_at,
         };
         let mut jobs = self.lock();
         if jobs.closed {
             return false;
         }
-        jobs.running.insert(fence.job_id, entry);
+        if let Some(older) = jobs.running.insert(fence.job_id, entry) {
+            older.token.cancel();
+        }
         true
     }
 
@@ -103,7 +112,8 @@ impl InFlight {
         lost
     }
 
-    /// Cancels (and forgets) the jobs whose lease was last extended `limit` or longer ago.
+    /// Cancels (and forgets) the jobs whose lease was last extended `limit` or longer ago, and
+    /// keeps their leases to release (see [`InFlight::take_stopped`]).
     fn cancel_overdue(&self, limit: Duration) -> Vec<i64> {
         let mut jobs = self.lock();
         let overdue: Vec<i64> = jobs
@@ -115,9 +125,23 @@ impl InFlight {
         for id in &overdue {
             if let Some(entry) = jobs.running.remove(id) {
                 entry.token.cancel();
+                jobs.stopped.push(entry.fence);
             }
         }
         overdue
+    }
+
+    /// The leases of jobs stopped by [`InFlight::cancel_overdue`], to release: a job stopped
+    /// because the database did not answer was not at fault, so it must not wait out its lease
+    /// and then spend an attempt (or die as `lease_expired` on its last one). Give back what
+    /// could not be released with [`InFlight::keep_stopped`].
+    fn take_stopped(&self) -> Vec<Fence> {
+        std::mem::take(&mut self.lock().stopped)
+    }
+
+    /// Keeps `fences` to release later (the database did not answer yet).
+    fn keep_stopped(&self, fences: Vec<Fence>) {
+        self.lock().stopped.extend(fences);
     }
 
     /// Cancels every running job's task and returns their fences, and closes the set: no job
@@ -125,13 +149,16 @@ impl InFlight {
     pub(crate) fn cancel_all(&self) -> Vec<Fence> {
         let mut jobs = self.lock();
         jobs.closed = true;
-        jobs.running
+        let mut fences: Vec<Fence> = jobs
+            .running
             .drain()
             .map(|(_, e)| {
                 e.token.cancel();
                 e.fence
             })
-            .collect()
+            .collect();
+        fences.append(&mut jobs.stopped);
+        fences
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
@@ -178,13 +205,27 @@ pub(crate) async fn run(
         }
         last_renewal = Instant::now();
         let fences = in_flight.fences();
-        if fences.is_empty() {
+        let stopped = in_flight.take_stopped();
+        if fences.is_empty() && stopped.is_empty() {
             continue;
         }
         // In its own task: a renewal that hangs (the pool starved, a lock) must not stop the
         // overdue check above; it is abandoned after one interval.
         let (pool, in_flight, asked_at) = (pool.clone(), in_flight.clone(), Instant::now());
         renewal = Some(tokio::spawn(async move {
+            if !stopped.is_empty() {
+                match tokio::time::timeout(interval, queue::release(&pool, &stopped)).await {
+                    Ok(Ok(released)) => tracing::info!(
+                        jobs = ?stopped.iter().map(|f| f.job_id).collect::<Vec<_>>(),
+                        released,
+                        "released the jobs stopped while the database did not answer (no attempt spent)"
+                    ),
+                    _ => in_flight.keep_stopped(stopped),
+                }
+            }
+            if fences.is_empty() {
+                return;
+            }
             match tokio::time::timeout(interval, queue::heartbeat(&pool, &fences, lease)).await {
                 Ok(Ok(held)) => {
                     let lost = in_flight.renewed(&fences, &held, asked_at);
@@ -219,8 +260,8 @@ mod tests {
         let at_risk = lease.mul_f64(AT_RISK);
         let in_flight = InFlight::default();
         let (stale, renewed) = (CancellationToken::new(), CancellationToken::new());
-        in_flight.insert(fence(1), stale.clone());
-        in_flight.insert(fence(2), renewed.clone());
+        in_flight.insert(fence(1), stale.clone(), Instant::now());
+        in_flight.insert(fence(2), renewed.clone(), Instant::now());
 
         tokio::time::advance(Duration::from_secs(15)).await;
         let lost = in_flight.renewed(&[fence(2)], &[fence(2)], Instant::now());
@@ -241,6 +282,28 @@ mod tests {
         assert_eq!(in_flight.fences(), vec![fence(2)]);
     }
 
+    /// Regression: a job stopped because its lease could not be renewed kept the lease until
+    /// it expired, and was then claimed again with an attempt spent (dead as `lease_expired`
+    /// on its last one) for an outage that was not its fault. Its lease is kept to release
+    /// when the database answers, and at shutdown if it never did.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_job_stopped_for_an_unanswered_renewal_is_released_later() {
+        let at_risk = Duration::from_secs(30).mul_f64(AT_RISK);
+        let in_flight = InFlight::default();
+        in_flight.insert(fence(1), CancellationToken::new(), Instant::now());
+        tokio::time::advance(Duration::from_secs(21)).await;
+        assert_eq!(in_flight.cancel_overdue(at_risk), vec![1]);
+        let stopped = in_flight.take_stopped();
+        assert_eq!(stopped, vec![fence(1)]);
+        assert!(in_flight.take_stopped().is_empty(), "taken once");
+        in_flight.keep_stopped(stopped);
+        assert_eq!(
+            in_flight.cancel_all(),
+            vec![fence(1)],
+            "released at shutdown at the latest"
+        );
+    }
+
     /// Regression: the set was keyed by job id and forgot by job id, so the end of a job's
     /// old task, or a renewal asked for its old lease, forgot the same job running again under
     /// a new lease: unrenewed, and left leased by a stopped worker (seen in CI as
@@ -257,8 +320,8 @@ mod tests {
             token: 2,
         };
         let (old_token, new_token) = (CancellationToken::new(), CancellationToken::new());
-        in_flight.insert(old, old_token.clone());
-        in_flight.insert(new, new_token.clone());
+        in_flight.insert(old, old_token.clone(), Instant::now());
+        in_flight.insert(new, new_token.clone(), Instant::now());
         in_flight.remove(old);
         assert_eq!(
             in_flight.fences(),
@@ -271,12 +334,63 @@ mod tests {
         assert_eq!(in_flight.cancel_all(), vec![new], "released at shutdown");
     }
 
+    /// Regression: a lease was counted from when the claim's answer arrived, not from when the
+    /// claim was sent, so an answer that came late (a slow claim, a stalled connection) let the
+    /// job run past the lease's real end, beside the worker that claimed it next.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_lease_is_counted_from_the_request_that_granted_it() {
+        let at_risk = Duration::from_secs(30).mul_f64(AT_RISK);
+        let in_flight = InFlight::default();
+        let asked_at = Instant::now();
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let late = CancellationToken::new();
+        in_flight.insert(fence(1), late.clone(), asked_at);
+        assert_eq!(
+            in_flight.cancel_overdue(at_risk),
+            vec![1],
+            "25 s of a 30 s lease gone"
+        );
+        assert!(late.is_cancelled());
+    }
+
+    /// Regression: a job claimed again by the same worker replaced its older entry without
+    /// stopping it, so two tasks ran it and shutdown could stop only one.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_newer_lease_of_a_job_stops_the_older_task() {
+        let in_flight = InFlight::default();
+        let (older, newer) = (CancellationToken::new(), CancellationToken::new());
+        in_flight.insert(
+            Fence {
+                job_id: 5,
+                token: 1,
+            },
+            older.clone(),
+            Instant::now(),
+        );
+        in_flight.insert(
+            Fence {
+                job_id: 5,
+                token: 2,
+            },
+            newer.clone(),
+            Instant::now(),
+        );
+        assert!(older.is_cancelled() && !newer.is_cancelled());
+        assert_eq!(
+            in_flight.fences(),
+            vec![Fence {
+                job_id: 5,
+                token: 2
+            }]
+        );
+    }
+
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn a_lease_that_did_not_renew_is_lost_and_its_job_stopped() {
         let in_flight = InFlight::default();
         let (kept, lost) = (CancellationToken::new(), CancellationToken::new());
-        in_flight.insert(fence(1), kept.clone());
-        in_flight.insert(fence(2), lost.clone());
+        in_flight.insert(fence(1), kept.clone(), Instant::now());
+        in_flight.insert(fence(2), lost.clone(), Instant::now());
         let gone = in_flight.renewed(&[fence(1), fence(2)], &[fence(1)], Instant::now());
         assert_eq!(gone, vec![2]);
         assert!(lost.is_cancelled() && !kept.is_cancelled());

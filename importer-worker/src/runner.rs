@@ -186,13 +186,14 @@ async fn claim_loop(
         let free = permits.len();
         let mut filled = false;
         if free > 0 {
+            let asked_at = tokio::time::Instant::now();
             match queue::claim(&ctx.pool, worker_id, free, config.lease()).await {
                 Ok(jobs) => {
                     error_backoff = Duration::from_millis(100);
                     filled = jobs.len() == free;
                     let mut refused = Vec::new();
                     for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                        if let Err(job) = dispatcher.start(ctx.clone(), job, permit) {
+                        if let Err(job) = dispatcher.start(ctx.clone(), job, permit, asked_at) {
                             refused.push(job.fence());
                         }
                     }

@@ -672,6 +672,7 @@ async fn hand_over(
     from: i64,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), JobError> {
+    let asked_at = tokio::time::Instant::now();
     match queue::handoff_slot(&ctx.pool, fence, &ctx.worker_id, ctx.lease).await? {
         Handoff::Fenced => Err(JobError::Fenced),
         Handoff::Released => {
@@ -683,7 +684,9 @@ async fn hand_over(
             let refused = if ctx.stopping.is_cancelled() {
                 Some(next)
             } else {
-                ctx.dispatcher.start(ctx.clone(), next, permit).err()
+                ctx.dispatcher
+                    .start(ctx.clone(), next, permit, asked_at)
+                    .err()
             };
             if let Some(next) = refused {
                 queue::release(&ctx.pool, &[next.fence()]).await?;
