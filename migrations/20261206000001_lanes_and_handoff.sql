@@ -1,3 +1,13 @@
+-- Review fixes of 2026-12-06: lanes taken back, the slot handoff of an expired lease, and the
+-- window-events comment.
+
+-- A lane taken back before any worker claimed it (importer_core::lanes::withdraw) is marked as
+-- reading nothing, in the transaction that deletes its job: a retry of the reader before it may
+-- resume from a checkpoint that still names the lane as its stop, and must not wait for a lane
+-- that will never read.
+COMMENT ON COLUMN importer.range_lanes.heads IS
+    'Keys of the lane''s first members, written after its first read (NULL before; empty when it found none or was taken back before it started)';
+
 -- The slot handoff swaps only a slot the claim still counts (a lease live or expired less than
 -- the grace ago). It accepted any lease with this token, however long expired: a stalled
 -- holder's handoff then raced a claim that no longer counted that slot, and both leased a job
@@ -43,3 +53,10 @@ END
 $$;
 COMMENT ON FUNCTION importer.handoff_slot(bigint, bigint, text, bigint, bigint) IS
     'Releases the slot of the lease (job_id, token), if the claim still counts it (live, or expired less than grace_us ago), and in the same transaction leases the next waiting job of its account to worker with that slot, unless the account is paused or at its cap without it';
+
+-- A window event is a range that grew while it was read, or a member outside its range. The
+-- comment also named "planned ranges that do not add up", which no code checks: a range's
+-- first read is not compared with the plan's count (the plan counts under the since form it
+-- knew then, and a range read under another one would count a second more or less).
+COMMENT ON COLUMN importer.runs.window_events IS
+    'Times the engine saw the window was not frozen (a range grew while it was read, a member outside its range): Mailchimp''s clock or visibility is off by more than the lag; affected ranges were re-read';
