@@ -1,5 +1,5 @@
--- Review fixes of 2026-12-06: lanes taken back, the slot handoff of an expired lease, and the
--- window-events comment.
+-- Review fixes of 2026-12-06: lanes taken back, the slot handoff of an expired lease, the
+-- window-events comment, and failed runs planned before a cursor reset.
 
 -- A lane taken back before any worker claimed it (importer_core::lanes::withdraw) is marked as
 -- reading nothing, in the transaction that deletes its job: a retry of the reader before it may
@@ -60,3 +60,42 @@ COMMENT ON FUNCTION importer.handoff_slot(bigint, bigint, text, bigint, bigint) 
 -- knew then, and a range read under another one would count a second more or less).
 COMMENT ON COLUMN importer.runs.window_events IS
     'Times the engine saw the window was not frozen (a range grew while it was read, a member outside its range): Mailchimp''s clock or visibility is off by more than the lag; affected ranges were re-read';
+
+-- A failed run planned before its list's cursor was reset cannot be revived by requeueing its
+-- dead jobs: its completion would cover its whole window, including what the reset meant to
+-- forget (ranges it had read, and coverage of other runs it had planned around), so the next
+-- run would silently skip those. reset_cursor stamps the list; dead requeue refuses (or, for a
+-- requeue by filter, skips) the dead jobs of such a run.
+ALTER TABLE importer.lists ADD COLUMN cursor_reset_at timestamptz;
+COMMENT ON COLUMN importer.lists.cursor_reset_at IS
+    'When the cursor was last set by hand (lists reset-cursor); failed runs created before it cannot be revived by dead requeue';
+CREATE OR REPLACE FUNCTION importer.reset_cursor(p_list bigint, p_to timestamptz)
+RETURNS TABLE (active_run_id bigint, synced_until timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_active bigint;
+BEGIN
+    -- the list row first: a run created meanwhile waits for this transaction (its foreign key)
+    PERFORM 1 FROM importer.lists WHERE id = p_list FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT r.id INTO v_active FROM importer.runs r
+     WHERE r.list_id = p_list AND r.status IN ('planning', 'running');
+    IF v_active IS NOT NULL THEN
+        active_run_id := v_active;
+        synced_until := (SELECT l.synced_until FROM importer.lists l WHERE l.id = p_list);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    DELETE FROM importer.coverage WHERE list_id = p_list;
+    UPDATE importer.lists SET synced_until = date_trunc('second', p_to), cursor_reset_at = now()
+     WHERE id = p_list;
+    active_run_id := NULL;
+    synced_until := date_trunc('second', p_to);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION importer.reset_cursor(bigint, timestamptz) IS
+    'Sets a list cursor by hand (NULL = full sync next), forgets its coverage and stamps cursor_reset_at; refused (returns the active run id, changes nothing) while the list has an active run';

@@ -182,3 +182,42 @@ async fn purge_dead_deletes_only_old_dead_jobs(pool: PgPool) {
         1
     );
 }
+
+/// Regression: a failed run revived after its list's cursor was reset covered its whole window
+/// when it completed, including what the reset meant to re-read, so the next run silently
+/// skipped it. Its dead jobs stay dead: by run it is refused, by filter they are skipped.
+#[sqlx::test(migrator = "importer_core::MIGRATOR")]
+async fn a_failed_run_planned_before_a_cursor_reset_is_not_revived(pool: PgPool) {
+    let (_, list) = account_with_list(&pool, "acme", 10).await;
+    let failed = failed_run(&pool, list, 2, "HTTP 500").await;
+    importer_core::lists::reset_cursor(&pool, list, None)
+        .await
+        .unwrap();
+
+    let error = queue::requeue_run(&pool, failed).await.unwrap_err();
+    assert!(
+        matches!(error, QueueError::RunBeforeReset { run_id, list_id } if run_id == failed && list_id == list),
+        "{error:?}"
+    );
+    assert_eq!(
+        queue::requeue_matching(&pool, "HTTP 500").await.unwrap(),
+        0,
+        "skipped"
+    );
+    assert_eq!(
+        queue::list_dead(&pool, &DeadFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "nothing moved"
+    );
+    assert_eq!(
+        runs::get(&pool, failed).await.unwrap().unwrap().status,
+        RunStatus::Failed
+    );
+
+    // A run planned after the reset is revived as before.
+    let later = failed_run(&pool, list, 1, "HTTP 502").await;
+    assert_eq!(queue::requeue_run(&pool, later).await.unwrap(), 1);
+}

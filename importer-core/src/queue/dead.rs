@@ -213,7 +213,7 @@ pub async fn get_dead(pool: &PgPool, id: i64) -> Result<Option<DeadJob>, QueueEr
 /// Requeues one dead job (see [`requeue_run`] for the rules); returns 1.
 ///
 /// Errors: [`QueueError::DeadJobNotFound`], [`QueueError::RunCancelled`],
-/// [`QueueError::ListBusy`], database failures.
+/// [`QueueError::RunBeforeReset`], [`QueueError::ListBusy`], database failures.
 pub async fn requeue_job(pool: &PgPool, id: i64) -> Result<u64, QueueError> {
     let moved = requeue(pool, Selector::Job(id)).await?.moved;
     if moved == 0 {
@@ -227,6 +227,8 @@ pub async fn requeue_job(pool: &PgPool, id: i64) -> Result<u64, QueueError> {
 /// many moved (0 if the run has no dead jobs). One transaction.
 ///
 /// Errors: [`QueueError::RunCancelled`] (a cancelled run stays cancelled),
+/// [`QueueError::RunBeforeReset`] (a failed run planned before its list's cursor was reset
+/// stays failed: completing it would cover what the reset meant to re-read),
 /// [`QueueError::ListBusy`] when reviving a failed run whose list has another active run,
 /// database failures; then nothing moves.
 pub async fn requeue_run(pool: &PgPool, run_id: i64) -> Result<u64, QueueError> {
@@ -234,7 +236,8 @@ pub async fn requeue_run(pool: &PgPool, run_id: i64) -> Result<u64, QueueError> 
 }
 
 /// Requeues every dead job whose last error contains `error_contains` (case-insensitive), as
-/// [`requeue_run`] does, skipping jobs of cancelled runs; returns how many moved.
+/// [`requeue_run`] does, skipping jobs of cancelled runs and of failed runs planned before their
+/// list's cursor was reset; returns how many moved.
 ///
 /// Errors: [`QueueError::ListBusy`] (nothing moves), database failures.
 pub async fn requeue_matching(pool: &PgPool, error_contains: &str) -> Result<u64, QueueError> {
@@ -432,18 +435,27 @@ async fn requeue(pool: &PgPool, selector: Selector<'_>) -> Result<Requeued, Queu
     run_ids.dedup();
 
     // Runs first, in id order (the lock order of every path that counts on runs).
-    let runs: Vec<(i64, i64, String)> = sqlx::query_as(
-        "SELECT id, list_id, status FROM importer.runs
-          WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+    let runs: Vec<(i64, i64, String, bool)> = sqlx::query_as(
+        "SELECT r.id, r.list_id, r.status,
+                coalesce(l.cursor_reset_at > r.created_at, false) AS planned_before_reset
+           FROM importer.runs r JOIN importer.lists l ON l.id = r.list_id
+          WHERE r.id = ANY($1) ORDER BY r.id FOR NO KEY UPDATE OF r",
     )
     .bind(&run_ids)
     .fetch_all(&mut *tx)
     .await?;
     let mut skipped_runs = Vec::new();
-    for (run_id, list_id, status) in &runs {
+    for (run_id, list_id, status, planned_before_reset) in &runs {
         match status.as_str() {
             "cancelled" if !strict => skipped_runs.push(*run_id),
             "cancelled" => return Err(QueueError::RunCancelled { run_id: *run_id }),
+            "failed" if *planned_before_reset && !strict => skipped_runs.push(*run_id),
+            "failed" if *planned_before_reset => {
+                return Err(QueueError::RunBeforeReset {
+                    run_id: *run_id,
+                    list_id: *list_id,
+                })
+            }
             "failed" => check_list_free(&mut tx, *run_id, *list_id).await?,
             _ => {}
         }
@@ -532,8 +544,8 @@ async fn check_list_free(
 }
 
 /// Names the conflicting active run after a lost race on `runs_one_active_per_list`.
-async fn busy_error(pool: &PgPool, runs: &[(i64, i64, String)]) -> QueueError {
-    for (run_id, list_id, status) in runs {
+async fn busy_error(pool: &PgPool, runs: &[(i64, i64, String, bool)]) -> QueueError {
+    for (run_id, list_id, status, _) in runs {
         if status != "failed" {
             continue;
         }

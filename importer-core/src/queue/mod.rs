@@ -256,6 +256,15 @@ pub enum QueueError {
         /// The cancelled run.
         run_id: i64,
     },
+    /// The dead job belongs to a failed run planned before its list's cursor was reset: its
+    /// completion would cover what the reset meant to forget.
+    #[error("cannot requeue dead jobs of run {run_id}: list {list_id}'s cursor was reset after the run was planned, and completing it would cover what the reset meant to re-read; start a new run instead (runs start)")]
+    RunBeforeReset {
+        /// The failed run.
+        run_id: i64,
+        /// Its list.
+        list_id: i64,
+    },
 }
 
 /// A duration as whole microseconds for SQL (`$n * interval '1 microsecond'`), saturating.
