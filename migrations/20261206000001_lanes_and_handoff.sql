@@ -8,25 +8,27 @@
 COMMENT ON COLUMN importer.range_lanes.heads IS
     'Keys of the lane''s first members, written after its first read (NULL before; empty when it found none or was taken back before it started)';
 
--- The slot handoff swaps only a slot the claim still counts (a lease live or expired less than
--- the grace ago). It accepted any lease with this token, however long expired: a stalled
--- holder's handoff then raced a claim that no longer counted that slot, and both leased a job
--- with it (max_concurrency exceeded by one). Such a holder is now fenced: its lease is lost.
+-- The slot handoff passes on only a slot the claim still counts (a lease live or expired less
+-- than the grace ago). It passed on any lease's slot, however long expired: a stalled holder's
+-- handoff then raced a claim that no longer counted that slot, and both leased a job with it
+-- (max_concurrency exceeded by one). Past the grace the slot is only given back.
 CREATE OR REPLACE FUNCTION importer.handoff_slot(job_id bigint, token bigint, worker text, lease_us bigint,
                                       grace_us bigint, OUT released boolean, OUT next jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     account bigint;
+    counted boolean;
     candidate bigint;
     room boolean;
 BEGIN
     UPDATE importer.jobs j SET holds_slot = false, extra_slots = 0
-     WHERE j.id = job_id AND j.lease_token = token AND j.holds_slot
-       -- a slot the claim still counts: live, or expired within the grace
-       AND j.locked_until > now() - grace_us * interval '1 microsecond'
-    RETURNING j.account_id INTO account;
+     WHERE j.id = job_id AND j.lease_token = token AND j.locked_until IS NOT NULL AND j.holds_slot
+    RETURNING j.account_id,
+              -- a slot the claim still counts: live, or expired within the grace
+              j.locked_until > now() - grace_us * interval '1 microsecond'
+         INTO account, counted;
     released := FOUND;
-    IF NOT released THEN
+    IF NOT released OR NOT counted THEN
         RETURN;
     END IF;
     -- live slots of the account, ours no longer among them (as the claim counts them)
@@ -52,7 +54,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION importer.handoff_slot(bigint, bigint, text, bigint, bigint) IS
-    'Releases the slot of the lease (job_id, token), if the claim still counts it (live, or expired less than grace_us ago), and in the same transaction leases the next waiting job of its account to worker with that slot, unless the account is paused or at its cap without it';
+    'Releases the slot of the lease (job_id, token) and, if the claim still counted it (live, or expired less than grace_us ago), leases the next waiting job of its account to worker with that slot in the same transaction, unless the account is paused or at its cap without it';
 
 -- A window event is a range that grew while it was read, or a member outside its range. The
 -- comment also named "planned ranges that do not add up", which no code checks: a range's

@@ -341,17 +341,21 @@ pub async fn update(
 /// old destination once and post to it to the end, and would record those posts in the ledger
 /// just forgotten: a later sync would skip those members as delivered while the new destination
 /// never got them. The account's lists are locked first, so no run starts before this
-/// transaction ends (a run's insert waits on its list's row).
+/// transaction ends (a run's insert waits on its list's row); the runs are read by a second
+/// statement, whose snapshot sees a run whose insert the lock waited for.
 async fn refuse_while_running(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     account_id: i64,
 ) -> Result<(), AccountError> {
+    sqlx::query(
+        "SELECT l.id FROM importer.lists l WHERE l.account_id = $1 ORDER BY l.id FOR UPDATE",
+    )
+    .bind(account_id)
+    .execute(&mut **tx)
+    .await?;
     let runs: Vec<i64> = sqlx::query_scalar(
-        "WITH locked AS MATERIALIZED (
-             SELECT l.id FROM importer.lists l WHERE l.account_id = $1 ORDER BY l.id FOR UPDATE
-         )
-         SELECT r.id FROM importer.runs r
-          WHERE r.list_id IN (SELECT id FROM locked) AND r.status IN ('planning', 'running')
+        "SELECT r.id FROM importer.runs r JOIN importer.lists l ON l.id = r.list_id
+          WHERE l.account_id = $1 AND r.status IN ('planning', 'running')
           ORDER BY r.id",
     )
     .bind(account_id)

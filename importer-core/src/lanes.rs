@@ -90,7 +90,7 @@ pub async fn withdraw(pool: &PgPool, lane_id: i64, job_id: i64) -> Result<bool, 
             .await?
             .rows_affected();
     if marked == 0 || !queue::withdraw(&mut *tx, job_id).await? {
-        // Dropped unfinished: rolled back, the mark with it.
+        tx.rollback().await?;
         return Ok(false);
     }
     tx.commit().await?;

@@ -116,9 +116,11 @@ pub struct Progress {
     /// Position just past the last member read, as of the last read.
     pub offset: u64,
     /// The range's size at the last read; `None` right after a restart (no read of the range
-    /// since). Stored as 0 there before, which a resumed reader took for a range that grew
-    /// (regression: a job retried from that checkpoint failed for good at the restart limit).
-    #[serde(default)]
+    /// since). A resumed reader took the stored 0 for a size and saw the range grow (regression:
+    /// a job retried from that checkpoint failed for good at the restart limit). Stored as 0
+    /// still, so that checkpoints written before and workers of the version before read the
+    /// same: a checkpoint never stores a read size of 0 (a read of an empty range ends it).
+    #[serde(with = "unknown_as_zero")]
     pub total: Option<u64>,
     /// Times the range was read again from its start after it grew.
     pub restarts: u32,
@@ -127,6 +129,19 @@ pub struct Progress {
     /// Where this reader's lane starts, when it is a lane split off another reader.
     #[serde(default)]
     pub lane_start: Option<u64>,
+}
+
+/// `Progress::total` on disk: `None` as 0, and 0 as `None`.
+mod unknown_as_zero {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(total: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(total.unwrap_or(0))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Some(u64::deserialize(d)?).filter(|&n| n > 0))
+    }
 }
 
 /// Why a range could not be read.
@@ -871,6 +886,23 @@ mod tests {
             "the resumed reader took a range that did not change for one that grew"
         );
         assert_all_current_delivered(&range, &got);
+    }
+
+    /// The stored form of a checkpoint's size stays what the version before wrote and reads:
+    /// unknown is 0, and a stored 0 (written just after a restart) is unknown.
+    #[test]
+    fn a_checkpoint_stores_an_unknown_size_as_zero() {
+        let unknown = Progress::default();
+        let json = serde_json::to_value(&unknown).unwrap();
+        assert_eq!(json["total"], 0);
+        let known = Progress {
+            total: Some(7),
+            ..Progress::default()
+        };
+        assert_eq!(serde_json::to_value(&known).unwrap()["total"], 7);
+        let old: Progress =
+            serde_json::from_str(r#"{"offset":5,"total":0,"restarts":1,"tail":[]}"#).unwrap();
+        assert_eq!((old.offset, old.total, old.restarts), (5, None, 1));
     }
 
     /// A range split in lanes at several points while it is read (and while members leave):

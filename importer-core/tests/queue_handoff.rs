@@ -112,9 +112,10 @@ async fn a_handoff_never_leaves_more_live_slots_than_a_lowered_cap(pool: PgPool)
     assert!(counts.iter().skip(5).all(|n| *n <= 5), "{counts:?}");
 }
 
-/// Regression: a handoff accepted a lease however long expired. A stalled holder's handoff then
-/// raced a claim that no longer counted that slot (expired past the grace), and both leased a
-/// job with it: the account ran one job over its cap. Past the grace the holder is fenced.
+/// Regression: a handoff passed on the slot of a lease however long expired. A stalled holder's
+/// handoff then raced a claim that no longer counted that slot (expired past the grace), and
+/// both leased a job with it: the account ran one job over its cap. Past the grace the slot is
+/// only given back.
 #[sqlx::test(migrator = "importer_core::MIGRATOR")]
 async fn a_lease_expired_past_the_grace_hands_off_nothing(pool: PgPool) {
     let acct = account(&pool, "stalled", 1).await;
@@ -130,7 +131,7 @@ async fn a_lease_expired_past_the_grace_hands_off_nothing(pool: PgPool) {
         queue::handoff_slot(&pool, held[0].fence(), "w1", LEASE)
             .await
             .unwrap(),
-        Handoff::Fenced
+        Handoff::Released
     );
     assert_eq!(live_slots(&pool, acct).await, 0, "nothing leased with it");
 

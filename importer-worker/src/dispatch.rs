@@ -84,8 +84,8 @@ impl Dispatcher {
     }
 
     /// Runs `job`, leased by a request sent at `asked_at`, with `permit` as a tracked task;
-    /// gives the job back (`Err`) when the worker is past its hard stop, for the caller to
-    /// release.
+    /// gives the job back (`Err`) when the worker is past its hard stop, or when a newer lease
+    /// of the same job already runs here, for the caller to release (fenced, for the latter).
     pub(crate) fn start(
         &self,
         ctx: Arc<JobContext>,

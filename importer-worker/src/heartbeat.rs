@@ -19,12 +19,14 @@ use tokio_util::sync::CancellationToken;
 /// the job's task to stop before another worker may claim it.
 pub(crate) const AT_RISK: f64 = 2.0 / 3.0;
 
-/// One running job: its fence, the token that stops its task, and when its lease was last
-/// known to be extended (claimed or renewed).
+/// One running job: its fence, the token that stops its task, when its lease was last known
+/// to be extended (claimed or renewed), and whether the at-risk rule stopped it (its task may
+/// still be ending; its lease is no longer renewed).
 struct Entry {
     fence: Fence,
     token: CancellationToken,
     renewed_at: Instant,
+    at_risk: bool,
 }
 
 /// The jobs this worker is running.
@@ -33,9 +35,9 @@ pub(crate) struct InFlight {
     jobs: Arc<Mutex<Jobs>>,
 }
 
-/// The running jobs, the leases of jobs stopped because they could not be renewed (to release
-/// once the database answers), and whether the set is closed (hard stop: no job may start any
-/// more).
+/// The running jobs, the leases of jobs that the at-risk rule stopped and whose task has ended
+/// (to release once the database answers), and whether the set is closed (hard stop: no job
+/// may start any more).
 #[derive(Default)]
 struct Jobs {
     running: HashMap<i64, Entry>,
@@ -57,35 +59,53 @@ impl InFlight {
     /// Registers a running job whose lease was granted by a request sent at `asked_at` (the
     /// lease runs from the database's commit, which came after: counting from when the answer
     /// arrived would let a late answer outlive the lease unnoticed); `false` (nothing
-    /// registered) once [`InFlight::cancel_all`] closed the set: the caller must release the
-    /// job instead. An older lease of the same job id still registered here is stopped: only
-    /// the newest holder may run.
+    /// registered) once [`InFlight::cancel_all`] closed the set, or when a newer lease of the
+    /// same job runs here: the caller must release the job instead (fenced, that changes
+    /// nothing). Of two leases of one job id only the newer (the higher token: tokens come from
+    /// one sequence) may run; an older one still registered is stopped.
     pub(crate) fn insert(&self, fence: Fence, token: CancellationToken, asked_at: Instant) -> bool {
-        let entry = Entry {
-            fence,
-            token,
-            renewed_at: asked_at,
-        };
         let mut jobs = self.lock();
         if jobs.closed {
             return false;
         }
-        if let Some(older) = jobs.running.insert(fence.job_id, entry) {
-            older.token.cancel();
+        if let Some(current) = jobs.running.get(&fence.job_id) {
+            if current.fence.token > fence.token {
+                return false;
+            }
+            current.token.cancel();
         }
+        let entry = Entry {
+            fence,
+            token,
+            renewed_at: asked_at,
+            at_risk: false,
+        };
+        jobs.running.insert(fence.job_id, entry);
         true
     }
 
     /// Forgets a job that ended: its own lease only. The same job id may already run again
     /// under a new lease here (it snoozed or retried, and was claimed again before this task
     /// ended); forgetting that one would leave its lease unrenewed and unreleased at shutdown.
+    /// A job the at-risk rule stopped has its lease kept to release (its task has ended, so no
+    /// request of it is still in flight).
     pub(crate) fn remove(&self, fence: Fence) {
-        self.lock().take(fence);
+        let mut jobs = self.lock();
+        if let Some(entry) = jobs.take(fence) {
+            if entry.at_risk {
+                jobs.stopped.push(entry.fence);
+            }
+        }
     }
 
-    /// The fences of every running job.
+    /// The fences of every running job whose lease is renewed (not stopped as at risk).
     pub(crate) fn fences(&self) -> Vec<Fence> {
-        self.lock().running.values().map(|e| e.fence).collect()
+        self.lock()
+            .running
+            .values()
+            .filter(|e| !e.at_risk)
+            .map(|e| e.fence)
+            .collect()
     }
 
     /// Jobs running now.
@@ -112,30 +132,27 @@ impl InFlight {
         lost
     }
 
-    /// Cancels (and forgets) the jobs whose lease was last extended `limit` or longer ago, and
-    /// keeps their leases to release (see [`InFlight::take_stopped`]).
+    /// Cancels the jobs whose lease was last extended `limit` or longer ago; their leases are
+    /// no longer renewed, and are released once their tasks end ([`InFlight::take_stopped`]).
     fn cancel_overdue(&self, limit: Duration) -> Vec<i64> {
         let mut jobs = self.lock();
-        let overdue: Vec<i64> = jobs
-            .running
-            .iter()
-            .filter(|(_, e)| e.renewed_at.elapsed() >= limit)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &overdue {
-            if let Some(entry) = jobs.running.remove(id) {
+        let mut overdue = Vec::new();
+        for (id, entry) in jobs.running.iter_mut() {
+            if !entry.at_risk && entry.renewed_at.elapsed() >= limit {
+                entry.at_risk = true;
                 entry.token.cancel();
-                jobs.stopped.push(entry.fence);
+                overdue.push(*id);
             }
         }
+        overdue.sort_unstable();
         overdue
     }
 
-    /// The leases of jobs stopped by [`InFlight::cancel_overdue`], to release: a job stopped
-    /// because the database did not answer was not at fault, so it must not wait out its lease
-    /// and then spend an attempt (or die as `lease_expired` on its last one). Give back what
-    /// could not be released with [`InFlight::keep_stopped`].
-    fn take_stopped(&self) -> Vec<Fence> {
+    /// The leases of jobs stopped by [`InFlight::cancel_overdue`] whose tasks have ended, to
+    /// release: a job stopped because the database did not answer was not at fault, so it must
+    /// not wait out its lease and then spend an attempt (or die as `lease_expired` on its last
+    /// one). Give back what could not be released with [`InFlight::keep_stopped`].
+    pub(crate) fn take_stopped(&self) -> Vec<Fence> {
         std::mem::take(&mut self.lock().stopped)
     }
 
@@ -204,47 +221,74 @@ pub(crate) async fn run(
             continue;
         }
         last_renewal = Instant::now();
-        let fences = in_flight.fences();
         let stopped = in_flight.take_stopped();
-        if fences.is_empty() && stopped.is_empty() {
+        if !stopped.is_empty() {
+            // A task of its own, so that a slow release never delays a renewal.
+            tokio::spawn(release_stopped(
+                pool.clone(),
+                in_flight.clone(),
+                stopped,
+                interval,
+            ));
+        }
+        let fences = in_flight.fences();
+        if fences.is_empty() {
             continue;
         }
         // In its own task: a renewal that hangs (the pool starved, a lock) must not stop the
         // overdue check above; it is abandoned after one interval.
         let (pool, in_flight, asked_at) = (pool.clone(), in_flight.clone(), Instant::now());
         renewal = Some(tokio::spawn(async move {
-            if !stopped.is_empty() {
-                match tokio::time::timeout(interval, queue::release(&pool, &stopped)).await {
-                    Ok(Ok(released)) => tracing::info!(
-                        jobs = ?stopped.iter().map(|f| f.job_id).collect::<Vec<_>>(),
-                        released,
-                        "released the jobs stopped while the database did not answer (no attempt spent)"
-                    ),
-                    _ => in_flight.keep_stopped(stopped),
-                }
-            }
-            if fences.is_empty() {
-                return;
-            }
-            match tokio::time::timeout(interval, queue::heartbeat(&pool, &fences, lease)).await {
-                Ok(Ok(held)) => {
-                    let lost = in_flight.renewed(&fences, &held, asked_at);
-                    if !lost.is_empty() {
-                        tracing::warn!(jobs = ?lost, "leases lost (taken over or job cancelled); stopping those jobs");
-                    }
-                }
-                Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed; will retry"),
-                Err(_) => tracing::warn!(
-                    timeout_ms = interval.as_millis() as u64,
-                    "heartbeat did not answer in time; will retry"
-                ),
-            }
+            renew(&pool, &in_flight, &fences, lease, interval, asked_at).await;
         }));
+    }
+}
+
+/// Releases `stopped` (without spending their attempts), or keeps them for the next try when
+/// the database does not answer within `interval`.
+async fn release_stopped(
+    pool: PgPool,
+    in_flight: InFlight,
+    stopped: Vec<Fence>,
+    interval: Duration,
+) {
+    match tokio::time::timeout(interval, queue::release(&pool, &stopped)).await {
+        Ok(Ok(released)) => tracing::info!(
+            jobs = ?stopped.iter().map(|f| f.job_id).collect::<Vec<_>>(),
+            released,
+            "released the jobs stopped while their leases could not be renewed (no attempt spent)"
+        ),
+        _ => in_flight.keep_stopped(stopped),
+    }
+}
+
+/// One renewal of `fences`, asked at `asked_at`, abandoned after `interval`.
+async fn renew(
+    pool: &PgPool,
+    in_flight: &InFlight,
+    fences: &[Fence],
+    lease: Duration,
+    interval: Duration,
+    asked_at: Instant,
+) {
+    match tokio::time::timeout(interval, queue::heartbeat(pool, fences, lease)).await {
+        Ok(Ok(held)) => {
+            let lost = in_flight.renewed(fences, &held, asked_at);
+            if !lost.is_empty() {
+                tracing::warn!(jobs = ?lost, "leases lost (taken over or job cancelled); stopping those jobs");
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed; will retry"),
+        Err(_) => tracing::warn!(
+            timeout_ms = interval.as_millis() as u64,
+            "heartbeat did not answer in time; will retry"
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn fence(job_id: i64) -> Fence {
@@ -285,14 +329,23 @@ mod tests {
     /// Regression: a job stopped because its lease could not be renewed kept the lease until
     /// it expired, and was then claimed again with an attempt spent (dead as `lease_expired`
     /// on its last one) for an outage that was not its fault. Its lease is kept to release
-    /// when the database answers, and at shutdown if it never did.
+    /// once its task has ended (no request of it in flight any more), and is no longer renewed.
     #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_job_stopped_for_an_unanswered_renewal_is_released_later() {
+    async fn a_job_stopped_for_an_unanswered_renewal_is_released_once_its_task_ends() {
         let at_risk = Duration::from_secs(30).mul_f64(AT_RISK);
         let in_flight = InFlight::default();
-        in_flight.insert(fence(1), CancellationToken::new(), Instant::now());
+        let token = CancellationToken::new();
+        in_flight.insert(fence(1), token.clone(), Instant::now());
         tokio::time::advance(Duration::from_secs(21)).await;
         assert_eq!(in_flight.cancel_overdue(at_risk), vec![1]);
+        assert!(token.is_cancelled());
+        assert!(in_flight.cancel_overdue(at_risk).is_empty(), "stopped once");
+        assert!(in_flight.fences().is_empty(), "no longer renewed");
+        assert!(
+            in_flight.take_stopped().is_empty(),
+            "its task has not ended yet"
+        );
+        in_flight.remove(fence(1));
         let stopped = in_flight.take_stopped();
         assert_eq!(stopped, vec![fence(1)]);
         assert!(in_flight.take_stopped().is_empty(), "taken once");
@@ -302,6 +355,63 @@ mod tests {
             vec![fence(1)],
             "released at shutdown at the latest"
         );
+    }
+
+    /// The release itself, against the database: once the stopped job's task has ended, the
+    /// heartbeat gives the job back, waiting again with its attempt returned.
+    #[sqlx::test(migrator = "importer_core::MIGRATOR")]
+    async fn the_heartbeat_releases_a_stopped_job_when_the_database_answers(pool: PgPool) {
+        let account: i64 = sqlx::query_scalar(
+            "INSERT INTO importer.accounts (name, mailchimp_key, mailchimp_key_hint, destination_url,
+                                            destination_key, destination_key_hint, max_concurrency)
+             VALUES ('a', '\\x00', '…', 'http://127.0.0.1:1', '\\x00', '…', 5) RETURNING id",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let job = queue::NewJob::new(queue::JobKind::Noop, serde_json::json!({}), account);
+        queue::enqueue(&pool, &job).await.unwrap();
+        let lease = Duration::from_secs(30);
+        let claimed = queue::claim(&pool, "w", 1, lease).await.unwrap().remove(0);
+        let in_flight = InFlight::default();
+        // As if the database had not answered a renewal for 25 s of the 30 s lease.
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(25))
+            .unwrap_or_else(Instant::now);
+        let token = CancellationToken::new();
+        in_flight.insert(claimed.fence(), token.clone(), long_ago);
+        let stop = CancellationToken::new();
+        let beat = tokio::spawn(run(
+            pool.clone(),
+            in_flight.clone(),
+            lease,
+            Duration::from_millis(100),
+            stop.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(10), token.cancelled())
+            .await
+            .expect("the at-risk rule stops the job");
+        in_flight.remove(claimed.fence()); // what the job's task does when it ends
+        let released = async {
+            loop {
+                let row: (Option<i64>, i32) =
+                    sqlx::query_as("SELECT lease_token, attempts FROM importer.jobs WHERE id = $1")
+                        .bind(claimed.id)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                if row.0.is_none() {
+                    return row.1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let attempts = tokio::time::timeout(Duration::from_secs(10), released)
+            .await
+            .expect("released within seconds");
+        assert_eq!(attempts, 0, "no attempt spent");
+        stop.cancel();
+        beat.await.unwrap();
     }
 
     /// Regression: the set was keyed by job id and forgot by job id, so the end of a job's
@@ -376,6 +486,17 @@ mod tests {
             Instant::now(),
         );
         assert!(older.is_cancelled() && !newer.is_cancelled());
+        // A lease answered late, older than the one running: refused, the newer one kept.
+        let late = CancellationToken::new();
+        assert!(!in_flight.insert(
+            Fence {
+                job_id: 5,
+                token: 1
+            },
+            late.clone(),
+            Instant::now()
+        ));
+        assert!(!newer.is_cancelled());
         assert_eq!(
             in_flight.fences(),
             vec![Fence {

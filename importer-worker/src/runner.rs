@@ -131,7 +131,18 @@ async fn run_inner(
         "shutting down: waiting for in-flight jobs"
     );
     let mut released = 0;
-    if !ctx.dispatcher.drain(grace).await {
+    if ctx.dispatcher.drain(grace).await {
+        // Every job ended in time; those the at-risk rule stopped still hold their leases.
+        let stopped = in_flight.take_stopped();
+        if !stopped.is_empty() {
+            match queue::release(&pool, &stopped).await {
+                Ok(n) => released = n,
+                Err(error) => {
+                    tracing::error!(%error, "could not release stopped jobs; their leases will expire")
+                }
+            }
+        }
+    } else {
         let fences = in_flight.cancel_all();
         ctx.dispatcher.wait().await;
         match queue::release(&pool, &fences).await {

@@ -439,7 +439,10 @@ async fn requeue(pool: &PgPool, selector: Selector<'_>) -> Result<Requeued, Queu
         "SELECT r.id, r.list_id, r.status,
                 coalesce(l.cursor_reset_at > r.created_at, false) AS planned_before_reset
            FROM importer.runs r JOIN importer.lists l ON l.id = r.list_id
-          WHERE r.id = ANY($1) ORDER BY r.id FOR NO KEY UPDATE OF r",
+          WHERE r.id = ANY($1) ORDER BY r.id
+            -- KEY SHARE of the list: a reset_cursor in flight (FOR UPDATE) commits first and
+            -- its stamp is read again, or waits for this requeue
+            FOR NO KEY UPDATE OF r FOR KEY SHARE OF l",
     )
     .bind(&run_ids)
     .fetch_all(&mut *tx)

@@ -114,10 +114,11 @@ pub(crate) async fn insert_jobs(
     Ok(ids)
 }
 
-/// Takes back a job of a run that no worker has claimed yet (a lane nobody started, whose work
-/// its producer does itself instead): deletes it and counts it done on its run, in one
-/// statement (run row locked before the job row). Returns whether it was still waiting; a
-/// claimed, finished or missing job is left alone. Errors are database failures.
+/// Takes back a job of a run that no worker holds: deletes it and counts it done on its run, in
+/// one statement (run row locked before the job row). Returns whether it was still waiting; a
+/// claimed, finished or missing job is left alone. A lane is taken back with
+/// [`crate::lanes::withdraw`], which calls this after checking that the lane has not read.
+/// Errors are database failures.
 pub async fn withdraw<'e, E: PgExecutor<'e>>(executor: E, job_id: i64) -> Result<bool, QueueError> {
     let gone: i64 = sqlx::query_scalar(
         "WITH run_lock AS MATERIALIZED (

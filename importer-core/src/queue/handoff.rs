@@ -5,8 +5,9 @@
 //! during which the account has one Mailchimp request fewer in flight than it may. A handoff
 //! clears the holder's slot and leases the next waiting job (with a slot) atomically, so the
 //! account's live slot count never changes and no account lock is needed: the cap cannot be
-//! exceeded by a one-for-one swap, whatever concurrent claims do (they count either the old or
-//! the new slot, never both or neither). The statement is the SQL function
+//! exceeded by a one-for-one swap of a slot the claims still count (they count either the old or
+//! the new slot, never both or neither). A lease expired past the grace is no longer counted, so
+//! its slot is only given back, never passed on. The statement is the SQL function
 //! `importer.handoff_slot`, which grants the lease with `importer.grant_leases` like the claim.
 
 use std::time::Duration;
@@ -21,16 +22,18 @@ use super::{micros, ClaimedJob, Fence, QueueError};
 pub enum Handoff {
     /// The fence no longer holds a slot (lease taken over, or the slot already given back).
     Fenced,
-    /// The slot was released; no job of the account was waiting, the account is paused, or it is
-    /// at (or over) its cap without this slot.
+    /// The slot was released; no job of the account was waiting, the account is paused, it is
+    /// at (or over) its cap without this slot, or the lease expired longer than the grace ago
+    /// (claims no longer count that slot, so passing it on could exceed the cap).
     Released,
     /// The slot now belongs to this job, leased to the caller.
     Next(ClaimedJob),
 }
 
 /// Clears `fence`'s slot and, in the same statement, leases the next waiting job of the same
-/// account to `worker_id` with that slot, unless the account is paused or its other live slots
-/// already reach its `max_concurrency` (lowered meanwhile): then the slot is only released.
+/// account to `worker_id` with that slot, unless the account is paused, its other live slots
+/// already reach its `max_concurrency` (lowered meanwhile), or the lease expired past the grace:
+/// then the slot is only released.
 /// Errors are database failures, and then nothing changes.
 pub async fn handoff_slot(
     pool: &PgPool,
