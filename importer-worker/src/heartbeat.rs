@@ -253,7 +253,7 @@ async fn release_stopped(
     interval: Duration,
 ) {
     match tokio::time::timeout(interval, queue::release(&pool, &stopped)).await {
-        Ok(Ok(released)) => tracing::info!(
+        Ok(Ok(released)) => tracing::warn!(
             jobs = ?stopped.iter().map(|f| f.job_id).collect::<Vec<_>>(),
             released,
             "released the jobs stopped while their leases could not be renewed (no attempt spent)"

@@ -207,6 +207,12 @@ async fn a_worker_that_cannot_renew_a_lease_stops_the_job_before_the_lease_ends(
         "{line}"
     );
     blocker.rollback().await.unwrap();
+    // Once the database answers, the stopped job is released at once, its attempt given back,
+    // instead of waiting out its lease and being claimed again with an attempt spent.
+    let (_, released) = log
+        .wait_for("released the jobs stopped", Duration::from_secs(20))
+        .await;
+    assert_eq!(released["released"], 1, "{released}");
     sigterm(&worker);
     assert!(worker.wait().unwrap().success());
 }
