@@ -53,11 +53,6 @@ impl Dispatcher {
         self.capacity.available_permits() > 0
     }
 
-    /// Releases `fence` as soon as the database answers (see [`InFlight::release_later`]).
-    pub(crate) fn release_later(&self, fence: importer_core::queue::Fence) {
-        self.in_flight.release_later(fence);
-    }
-
     /// Jobs started so far.
     pub(crate) fn started(&self) -> u64 {
         self.started.load(Ordering::Relaxed)

@@ -161,13 +161,6 @@ impl InFlight {
         self.lock().stopped.extend(fences);
     }
 
-    /// Keeps the lease of a job whose task has ended without its outcome recorded (the
-    /// database did not answer), to release with the stopped ones: it is claimable again as
-    /// soon as the database answers, instead of after its lease, with no attempt spent.
-    pub(crate) fn release_later(&self, fence: Fence) {
-        self.lock().stopped.push(fence);
-    }
-
     /// Cancels every running job's task and returns their fences, and closes the set: no job
     /// starts after this (hard stop at shutdown).
     pub(crate) fn cancel_all(&self) -> Vec<Fence> {
@@ -205,7 +198,6 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval((interval / 4).max(Duration::from_millis(50)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renewal: Option<tokio::task::JoinHandle<()>> = None;
-    let mut releasing: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_renewal = Instant::now();
     loop {
         tokio::select! {
@@ -225,22 +217,20 @@ pub(crate) async fn run(
                 "leases could not be renewed for two thirds of the lease (database unreachable or pool exhausted); stopping those jobs before another worker may take them"
             );
         }
-        // Every tick, in a task of its own so that a slow release never delays a renewal.
-        if releasing.as_ref().is_none_or(|t| t.is_finished()) {
-            let stopped = in_flight.take_stopped();
-            if !stopped.is_empty() {
-                releasing = Some(tokio::spawn(release_stopped(
-                    pool.clone(),
-                    in_flight.clone(),
-                    stopped,
-                    interval,
-                )));
-            }
-        }
         if renewal.as_ref().is_some_and(|t| !t.is_finished()) || last_renewal.elapsed() < interval {
             continue;
         }
         last_renewal = Instant::now();
+        let stopped = in_flight.take_stopped();
+        if !stopped.is_empty() {
+            // A task of its own, so that a slow release never delays a renewal.
+            tokio::spawn(release_stopped(
+                pool.clone(),
+                in_flight.clone(),
+                stopped,
+                interval,
+            ));
+        }
         let fences = in_flight.fences();
         if fences.is_empty() {
             continue;
@@ -266,7 +256,7 @@ async fn release_stopped(
         Ok(Ok(released)) => tracing::warn!(
             jobs = ?stopped.iter().map(|f| f.job_id).collect::<Vec<_>>(),
             released,
-            "released jobs whose lease could not be renewed or whose outcome could not be recorded (no attempt spent)"
+            "released the jobs stopped while their leases could not be renewed (no attempt spent)"
         ),
         _ => in_flight.keep_stopped(stopped),
     }

@@ -349,8 +349,7 @@ async fn settle(
                     "fenced"
                 }
                 Err(error) => {
-                    ctx.dispatcher.release_later(fence);
-                    job_line!(error, job, %error, "could not release the job; it is released once the database answers");
+                    job_line!(error, job, %error, "could not release the job; its lease will expire");
                     "error"
                 }
             };
@@ -382,8 +381,7 @@ async fn settle(
                     "fenced"
                 }
                 Err(error) => {
-                    ctx.dispatcher.release_later(fence);
-                    job_line!(error, job, %error, job_error = %message, "could not snooze the job; it is released once the database answers");
+                    job_line!(error, job, %error, job_error = %message, "could not snooze the job; its lease will expire");
                     "error"
                 }
             };
@@ -404,8 +402,7 @@ async fn settle(
                     "fenced"
                 }
                 Err(error) => {
-                    ctx.dispatcher.release_later(fence);
-                    job_line!(error, job, %error, job_error = %message, "could not dead-letter the job; it is released once the database answers");
+                    job_line!(error, job, %error, job_error = %message, "could not dead-letter the job; its lease will expire");
                     "error"
                 }
             };
@@ -414,8 +411,7 @@ async fn settle(
     match queue::retry_with(&ctx.pool, job, &ctx.retry_policy, &message, retry_after).await {
         Ok(outcome) => retried(ctx, job, &message, outcome),
         Err(error) => {
-            ctx.dispatcher.release_later(fence);
-            job_line!(error, job, %error, job_error = %message, "could not record the job's failure; it is released once the database answers");
+            job_line!(error, job, %error, job_error = %message, "could not record the job's failure; its lease will expire");
             "error"
         }
     }
